@@ -1,0 +1,112 @@
+"""Fixtures with real processes: a redis-server of the tests' own (never port 6379), settings env."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DATASET = ROOT.parent / "shared" / "datasets" / "syngen_toolset_v1.0.0_claude.jsonl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server child with append-only persistence, restartable on the same port and data dir."""
+
+    def __init__(self, data_dir: Path, password: str = "test-redis-pass") -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.password = password
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert self.port != 6379
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+             "--appendonly", "yes", "--save", "", "--requirepass", self.password,
+             "--maxmemory-policy", "noeviction"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is required (apt-get install redis-server)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def kf_env(redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """KTOFORGE_* variables pointing at the test redis and a fresh data/work dir (also for child processes)."""
+    from ktoforge.settings import get_settings
+
+    env = {
+        "KTOFORGE_REDIS_URL": redis_server.url,
+        "KTOFORGE_API_KEY": "test-api-key",
+        "KTOFORGE_WORKER_TOKEN": "test-worker-token",
+        "KTOFORGE_DATA_DIR": str(tmp_path / "data"),
+        "KTOFORGE_WORK_DIR": str(tmp_path / "work"),
+        "KTOFORGE_MODEL_CACHE_DIR": str(ROOT / "var" / "models"),
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    yield env
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def reference_dataset() -> Path:
+    if not REFERENCE_DATASET.exists():
+        pytest.fail(f"reference dataset missing at {REFERENCE_DATASET} (../shared/datasets beside the repo)")
+    return REFERENCE_DATASET
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    from ktoforge.builtin_model import TINY_MISTRAL, builtin_path
+
+    return builtin_path(TINY_MISTRAL, ROOT / "var" / "models")
