@@ -61,7 +61,10 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, description="Deliveries of one job before the reaper fails it for good.")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (closed by default).")
     hf_token: SecretStr = Field(SecretStr(""), description="Hugging Face token workers use for gated models.")
-    worker_backend: str = Field("cuda", description="Queue a torch worker consumes: cuda (CPU fallback here).")
+    local_workers: list[str] = Field(
+        default_factory=lambda: ["cuda", "mlx"],
+        description="Workers `ktoforge up` starts: cuda (torch, CPU fallback) and mlx (only where mlx imports).",
+    )
 
 
 @lru_cache
