@@ -168,6 +168,9 @@ class JobStore:
         script = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
         self.r.eval(script, 1, _key("lease", job_id), owner)
 
+    def lease_holder(self, job_id: str) -> str | None:
+        return self.r.get(_key("lease", job_id))
+
     def heartbeat_age(self, job_id: str) -> float | None:
         raw = self.r.get(_key("heartbeat", job_id))
         return None if raw is None else time.time() - float(raw)

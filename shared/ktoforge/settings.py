@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     heartbeat_stale_s: float = Field(
         60.0, description="A running job whose heartbeat is older than this is requeued by the reaper."
     )
+    lease_ttl_s: float = Field(
+        20.0, description="A job's lease expires this long after its worker's last renewal (crash detection)."
+    )
+    reaper_interval_s: float = Field(10.0, description="How often the API's reaper looks for stale running jobs.")
     max_attempts: int = Field(3, description="Deliveries of one job before the reaper fails it for good.")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (closed by default).")
     hf_token: SecretStr = Field(SecretStr(""), description="Hugging Face token workers use for gated models.")

@@ -1,0 +1,88 @@
+"""The job store's lifecycle rules, idempotency, leases, events and the reaper, on a real redis-server."""
+
+from __future__ import annotations
+
+import pytest
+
+from ktoforge.jobs import JobStore, TransitionError
+from ktoforge.queue import make_celery
+from ktoforge.reaper import reap_once
+from ktoforge.schemas import JobCreate, JobStatus
+from ktoforge.settings import get_settings
+
+SPEC = JobCreate(dataset_id="a" * 64)
+
+
+@pytest.fixture()
+def store(redis_client, kf_env) -> JobStore:
+    return JobStore.from_url(kf_env["KTOFORGE_REDIS_URL"])
+
+
+def test_lifecycle_transitions_are_checked_and_timestamped(store):
+    job, created = store.create(SPEC)
+    assert created and job.status == JobStatus.queued
+    store.transition(job.id, JobStatus.running)
+    done = store.transition(job.id, JobStatus.succeeded)
+    assert done.attempts == 1 and done.finished_at >= done.started_at
+    assert [h["status"] for h in done.history] == ["queued", "running", "succeeded"]
+    with pytest.raises(TransitionError, match="succeeded; it cannot become running"):
+        store.transition(job.id, JobStatus.running)
+    states = [e.data["status"] for e in store.events(job.id, None, 100) if e.type == "state"]
+    assert states == ["queued", "running", "succeeded"]
+
+
+def test_idempotency_key_returns_first_job(store):
+    first, created = store.create(SPEC, idempotency_key="k1")
+    again, created_again = store.create(SPEC, idempotency_key="k1")
+    assert created and not created_again and again.id == first.id
+    assert store.list(None, 0, 100)[1] == 1
+
+
+def test_cancel_queued_is_immediate_running_sets_flag(store):
+    queued, _ = store.create(SPEC)
+    assert store.request_cancel(queued.id).status == JobStatus.cancelled
+    running, _ = store.create(SPEC)
+    store.transition(running.id, JobStatus.running)
+    store.request_cancel(running.id)
+    assert store.cancel_requested(running.id)
+    with pytest.raises(TransitionError):
+        store.request_cancel(queued.id)
+
+
+def test_lease_is_exclusive_and_renewable(store):
+    job, _ = store.create(SPEC)
+    assert store.acquire_lease(job.id, "w1", 5)
+    assert not store.acquire_lease(job.id, "w2", 5)
+    assert store.renew_lease(job.id, "w1", 5) and not store.renew_lease(job.id, "w2", 5)
+    assert store.heartbeat_age(job.id) < 1
+    store.release_lease(job.id, "w1")
+    assert store.acquire_lease(job.id, "w2", 5)
+
+
+def test_event_cursor_pages(store):
+    job, _ = store.create(SPEC)
+    for step in range(1, 6):
+        store.add_event(job.id, "metrics", {"step": step})
+    first = store.events(job.id, None, 3)
+    rest = store.events(job.id, first[-1].id, 100)
+    assert [e.data.get("step") for e in first + rest] == [None, 1, 2, 3, 4, 5]
+
+
+def test_reaper_requeues_stale_job_then_fails_after_max_attempts(store, redis_client, kf_env):
+    settings = get_settings()
+    app = make_celery()
+    job, _ = store.create(SPEC)
+    store.transition(job.id, JobStatus.running)
+    store.acquire_lease(job.id, "w1", 60)
+    assert reap_once(store, app, settings) == []  # lease held: its worker is alive
+    redis_client.delete(f"kf:lease:{job.id}", "kf:reaper-lock")
+    assert reap_once(store, app, settings) == [job.id]
+    assert store.get(job.id).status == JobStatus.queued
+    assert redis_client.llen("cuda") == 1  # a fresh message for the next worker
+    for _ in range(settings.max_attempts - 1):  # attempts 2 .. max: the last one fails for good
+        store.transition(job.id, JobStatus.running)
+        redis_client.delete("kf:reaper-lock")
+        reap_once(store, app, settings)
+    failed = store.get(job.id)
+    assert failed.status == JobStatus.failed and f"lost {settings.max_attempts} times" in failed.reason
+    assert redis_client.llen("cuda") == settings.max_attempts - 1
