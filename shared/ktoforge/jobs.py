@@ -114,6 +114,20 @@ class JobStore:
         self.add_event(job_id, "state", data)
         return job
 
+    def resume(self, job_id: str) -> Job:
+        """Count another attempt at a job left running by a worker that died (running -> running)."""
+
+        def change(job: Job) -> Job:
+            if job.status != JobStatus.running:
+                raise TransitionError(f"job {job_id} is {job.status.value}; only a running job is resumed")
+            now = time.time()
+            return job.model_copy(update={"attempts": job.attempts + 1, "updated_at": now, "history": [
+                *job.history, {"status": "running", "time": now, "reason": "resumed after worker loss"}]})
+
+        job = self._mutate(job_id, change)
+        self.add_event(job_id, "log", {"message": "resuming after worker loss", "attempt": job.attempts})
+        return job
+
     def _mutate(self, job_id: str, change: Any) -> Job:
         key = _key("job", job_id)
         with self.r.pipeline() as pipe:

@@ -44,7 +44,7 @@ def test_reference_dataset_trains_and_adapter_changes_logits(system, reference_d
         assert [m["step"] for m in metrics] == [1, 2, 3, 4]
         assert TRL_METRICS <= set(metrics[0])
         names = {a["name"] for a in c.get(f"/v1/jobs/{job['id']}/artifacts").json()}
-        assert {"adapter_model.safetensors", "adapter_config.json", "metrics.jsonl", "config.json",
+        assert {"adapter_model.safetensors", "adapter_config.json", "metrics.jsonl", "job_config.json",
                 "tokenizer.json"} <= names
         adapter_dir = tmp_path / "adapter"
         adapter_dir.mkdir()

@@ -1,0 +1,56 @@
+"""FastAPI dependencies as ``Annotated`` aliases: settings, the job store, the Celery app, and auth."""
+
+from __future__ import annotations
+
+import hmac
+from functools import lru_cache
+from typing import Annotated
+
+from celery import Celery
+from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ktoforge.jobs import JobStore
+from ktoforge.queue import make_celery
+from ktoforge.settings import Settings, get_settings
+from ktoforge_api.storage import Storage
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+@lru_cache
+def get_store() -> JobStore:
+    return JobStore.from_url(get_settings().redis_url)
+
+
+@lru_cache
+def get_celery() -> Celery:
+    return make_celery()
+
+
+def get_storage() -> Storage:
+    return Storage(get_settings().data_dir)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[JobStore, Depends(get_store)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _check(credentials: HTTPAuthorizationCredentials | None, secret: str, what: str) -> None:
+    # compare_digest: the time taken does not leak how much of a guessed key was right.
+    given = credentials.credentials.encode() if credentials else b""
+    if not credentials or not hmac.compare_digest(given, secret.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail=f"missing or invalid {what}",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_user(credentials: Credentials, settings: SettingsDep) -> None:
+    _check(credentials, settings.api_key.get_secret_value(), "API key")
+
+
+def require_worker(credentials: Credentials, settings: SettingsDep) -> None:
+    """Worker-only routes take the worker token, never the user key: users cannot forge artifacts."""
+    _check(credentials, settings.worker_token.get_secret_value(), "worker token")

@@ -1,0 +1,84 @@
+"""Training jobs: submit, list, read, cancel. State lives in the job store; the queue gets a task by name."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
+
+from ktoforge.jobs import JobNotFound, TransitionError
+from ktoforge.models import ModelError, check_model
+from ktoforge.queue import enqueue
+from ktoforge.schemas import Job, JobCreate, JobPage, JobStatus
+from ktoforge_api.deps import CeleryDep, StorageDep, StoreDep, require_user
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_user)])
+
+
+def unprocessable(loc: list[str], msg: str) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=[{"loc": loc, "msg": msg, "type": "value_error"}])
+
+
+def load_job(job_id: str, store: StoreDep) -> Job:
+    try:
+        return store.get(job_id)
+    except JobNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+
+
+JobDep = Annotated[Job, Depends(load_job)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=Job,
+             responses={200: {"model": Job, "description": "Retried request: the job first created with this key"}})
+def create_job(
+    spec: JobCreate,
+    response: Response,
+    store: StoreDep,
+    storage: StorageDep,
+    celery: CeleryDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200, description="Retries with the same key "
+                                                                              "return the first job")] = None,
+) -> Job:
+    """Queue a KTO training job on the queue of its backend."""
+    if not storage.has_dataset(spec.dataset_id):
+        raise unprocessable(["body", "dataset_id"], f"dataset {spec.dataset_id} not found; upload it first")
+    try:
+        check_model(spec.model)
+    except ModelError as exc:
+        raise unprocessable(["body", "model"], str(exc))
+    try:
+        job, created = store.create(spec, idempotency_key)
+    except TransitionError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
+    if created:
+        enqueue(celery, job.id, job.backend)
+    else:
+        response.status_code = status.HTTP_200_OK
+    return job
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    store: StoreDep,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobPage:
+    """Newest first, optionally only one status."""
+    items, total = store.list(status_, offset, limit)
+    return JobPage(items=items, total=total, offset=offset, limit=limit)
+
+
+@router.get("/{job_id}", response_model=Job)
+def get_job(job: JobDep) -> Job:
+    return job
+
+
+@router.post("/{job_id}/cancel", response_model=Job, responses={409: {"description": "Job already finished"}})
+def cancel_job(job: JobDep, store: StoreDep) -> Job:
+    """A queued job is cancelled at once; a running one stops at the end of its current step."""
+    try:
+        return store.request_cancel(job.id)
+    except TransitionError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))

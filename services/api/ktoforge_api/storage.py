@@ -1,0 +1,84 @@
+"""Files the API keeps: datasets by content (sha256) and job artifacts, always written atomically.
+
+A write lands in a temp file in the same directory and is renamed into place, so a crash or a bad upload
+never leaves a half-written file where a good one was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+DATASET_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+class TooLarge(ValueError):
+    pass
+
+
+class Storage:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.datasets = self.root / "datasets"
+        self.artifacts = self.root / "artifacts"
+        self.tmp = self.root / "tmp"
+        for d in (self.datasets, self.artifacts, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+
+    async def receive(self, chunks: AsyncIterator[bytes], limit: int) -> tuple[Path, str, int]:
+        """Stream an upload to a temp file, hashing as it goes; TooLarge past ``limit`` bytes."""
+        digest, size = hashlib.sha256(), 0
+        fd, name = tempfile.mkstemp(dir=self.tmp)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise TooLarge(f"upload exceeds {limit} bytes")
+                    digest.update(chunk)
+                    fh.write(chunk)
+        except BaseException:
+            os.unlink(name)
+            raise
+        return Path(name), digest.hexdigest(), size
+
+    def dataset_file(self, dataset_id: str) -> Path:
+        return self.datasets / f"{dataset_id}.jsonl"
+
+    def dataset_report(self, dataset_id: str) -> Path:
+        return self.datasets / f"{dataset_id}.json"
+
+    def has_dataset(self, dataset_id: str) -> bool:
+        return bool(DATASET_ID.match(dataset_id)) and self.dataset_report(dataset_id).exists()
+
+    def store_dataset(self, tmp_file: Path, dataset_id: str, report_json: str) -> None:
+        """Data first, report last: a dataset exists once its report does."""
+        os.replace(tmp_file, self.dataset_file(dataset_id))
+        self._write_atomic(self.dataset_report(dataset_id), report_json.encode())
+
+    def artifact_path(self, job_id: str, name: str) -> Path | None:
+        """The artifact's path, or None for a name that could escape the job's folder."""
+        if not ARTIFACT_NAME.match(name) or not re.fullmatch(r"[0-9a-f]{32}", job_id):
+            return None
+        return self.artifacts / job_id / name
+
+    def list_artifacts(self, job_id: str) -> list[tuple[str, int]]:
+        folder = self.artifacts / job_id
+        if not folder.is_dir():
+            return []
+        return sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file())
+
+    def commit_artifact(self, tmp_file: Path, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_file, target)
+
+    def _write_atomic(self, target: Path, data: bytes) -> None:
+        fd, name = tempfile.mkstemp(dir=self.tmp)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(name, target)

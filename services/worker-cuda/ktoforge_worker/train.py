@@ -1,0 +1,74 @@
+"""KTO training with TRL's KTOTrainer and a LoRA adapter: the torch backend's train function.
+
+Configured only through KTOConfig and callbacks (no TRL internals overridden). Runs on CUDA with Unsloth
+(4-bit) where available, on CPU with transformers + peft otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ktoforge.lifecycle import JobContext
+from ktoforge.models import resolve
+from ktoforge_worker.loading import load, tokenizer_files
+
+
+def kto_config(ctx: JobContext, weights: dict[str, float], has_eval: bool) -> Any:
+    """The job's hyperparameters as TRL's KTOConfig (same names), plus what this machine needs."""
+    import torch
+    from trl import KTOConfig
+
+    hp = ctx.job.hyperparameters
+    cuda = torch.cuda.is_available()
+    return KTOConfig(
+        output_dir=str(ctx.checkpoint_dir), beta=hp.beta, loss_type=hp.loss_type, max_length=hp.max_length,
+        learning_rate=hp.learning_rate, lr_scheduler_type=hp.lr_scheduler_type, warmup_steps=hp.warmup_ratio,
+        per_device_train_batch_size=hp.per_device_train_batch_size, per_device_eval_batch_size=hp.per_device_train_batch_size,
+        gradient_accumulation_steps=hp.gradient_accumulation_steps, num_train_epochs=hp.num_train_epochs,
+        max_steps=hp.max_steps, seed=hp.seed, save_strategy="steps", save_steps=hp.save_steps, save_total_limit=2,
+        logging_steps=hp.logging_steps, eval_strategy="steps" if has_eval else "no", eval_steps=hp.save_steps,
+        gradient_checkpointing=hp.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False, use_cpu=not cuda, report_to=[],
+        dataloader_num_workers=0, dataset_num_proc=None, remove_unused_columns=False, **weights,
+    )
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    done = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def build_trainer(ctx: JobContext) -> tuple[Any, Any, dict[str, Any]]:
+    """(trainer, tokenizer, resolved config): everything up to trainer.train()."""
+    from trl import KTOTrainer
+
+    from ktoforge_worker.callbacks import JobCallback
+    from ktoforge_worker.data import prepare
+
+    settings, job = ctx.settings, ctx.job
+    model_ref = resolve(job.model, settings.model_cache_dir)
+    model, tokenizer, peft_config = load(model_ref, job, settings)
+    train_ds, eval_ds, weights = prepare(ctx.dataset_path, tokenizer_files(model_ref, settings), job.hyperparameters)
+    args = kto_config(ctx, weights, eval_ds is not None)
+    trainer = KTOTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                         processing_class=tokenizer, peft_config=peft_config,
+                         callbacks=[JobCallback(ctx, ctx.output_dir / "metrics.jsonl")])
+    resolved = {"job": job.model_dump(mode="json"), "model_path": model_ref, "rows": {"train": len(train_ds),
+                "eval": len(eval_ds) if eval_ds is not None else 0}, "resolved_weights": weights,
+                "kto_config": json.loads(args.to_json_string())}
+    return trainer, tokenizer, resolved
+
+
+def train(ctx: JobContext) -> None:
+    trainer, tokenizer, resolved = build_trainer(ctx)
+    resume = last_checkpoint(ctx.checkpoint_dir)
+    if resume is not None:
+        ctx.log("resuming from checkpoint", resumed_from_step=int(resume.name.split("-")[1]))
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if ctx.should_stop():
+        return
+    trainer.model.save_pretrained(ctx.output_dir, selected_adapters=["default"])
+    tokenizer.save_pretrained(ctx.output_dir)
+    (ctx.output_dir / "job_config.json").write_text(json.dumps(resolved, indent=2, default=str))

@@ -1,0 +1,35 @@
+"""A deterministic, stratified train/eval split and shuffle, identical on both backends.
+
+Rows are ordered by a hash of (seed, line number), not by a framework's RNG, so torch and MLX workers
+(and any machine) see the same split and the same order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TypeVar
+
+from ktoforge.dataset.examples import Example
+
+E = TypeVar("E", bound=Example)
+
+
+def _key(seed: int, line: int) -> bytes:
+    return hashlib.sha256(f"{seed}:{line}".encode()).digest()
+
+
+def shuffle(examples: list[E], seed: int) -> list[E]:
+    """A seed-determined order; KTO's KL pairs are batch neighbours, so label runs must be broken up."""
+    return sorted(examples, key=lambda e: _key(seed, e.line))
+
+
+def split(examples: list[E], eval_fraction: float, seed: int) -> tuple[list[E], list[E]]:
+    """(train, eval): each label keeps its share in both parts; both come out shuffled."""
+    train: list[E] = []
+    held: list[E] = []
+    for label in (True, False):
+        group = shuffle([e for e in examples if e.label is label], seed)
+        n_eval = round(len(group) * eval_fraction)
+        held += group[:n_eval]
+        train += group[n_eval:]
+    return shuffle(train, seed), shuffle(held, seed)
