@@ -1,0 +1,126 @@
+"""The KTO objective in MLX, computed exactly as TRL 1.14.2's ``KTOTrainer._compute_loss`` does.
+
+Policy = base + mlx-lm LoRA layers; reference = the same model with every LoRA contribution switched off
+(scale 0) under ``stop_gradient``: no second copy of the weights, which is what lets a 7B model train in
+24 GB. The KL estimate, the loss variants and the per-batch metrics follow TRL line by line so that a
+job gives the same numbers on the Mac as on the CUDA worker (tests/mlx/test_parity.py checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import mlx.core as mx
+import mlx.nn as nn
+
+Batch = dict[str, mx.array]
+
+
+@dataclass(frozen=True)
+class KTOSettings:
+    """The loss settings, with TRL's ``KTOConfig`` names."""
+
+    beta: float = 0.1
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
+    loss_type: Literal["kto", "apo_zero_unpaired"] = "kto"
+
+    @property
+    def calculate_kl(self) -> bool:
+        return self.loss_type != "apo_zero_unpaired"
+
+
+def _lora_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for _, m in model.named_modules() if hasattr(m, "lora_a") and hasattr(m, "scale")]
+
+
+@contextmanager
+def lora_disabled(model: nn.Module) -> Iterator[None]:
+    """The reference model: LoRA scales set to 0 for the duration (like PEFT's ``disable_adapter``)."""
+    layers = _lora_layers(model)
+    scales = [layer.scale for layer in layers]
+    try:
+        for layer in layers:
+            layer.scale = 0.0
+        yield
+    finally:
+        for layer, scale in zip(layers, scales):
+            layer.scale = scale
+
+
+def sequence_logps(model: nn.Module, input_ids: mx.array, completion_mask: mx.array) -> mx.array:
+    """Sum over completion tokens of log p(token | prefix), per row (TRL's selective_log_softmax + sum).
+
+    Rows are right-padded, so the causal mask alone keeps padding out of every real position.
+    """
+    logits = model(input_ids)[:, :-1, :].astype(mx.float32)
+    targets = input_ids[:, 1:]
+    picked = mx.take_along_axis(logits, targets[..., None], axis=-1).squeeze(-1)
+    per_token = picked - mx.logsumexp(logits, axis=-1)
+    return mx.where(completion_mask[:, 1:] > 0, per_token, 0.0).sum(-1)
+
+
+def reference_logps(model: nn.Module, input_ids: mx.array, completion_mask: mx.array) -> mx.array:
+    with lora_disabled(model):
+        return mx.stop_gradient(sequence_logps(model, input_ids, completion_mask))
+
+
+def kto_loss(model: nn.Module, batch: Batch, cfg: KTOSettings) -> tuple[mx.array, dict[str, mx.array]]:
+    """Mean weighted KTO loss of one batch, and the sums TRL's metrics are made of.
+
+    ``batch`` holds input_ids, completion_mask, label (bool) and, for ``kto``, KL_input_ids and
+    KL_completion_mask: each completion paired with the previous row's prompt (TRL's +1 rotation).
+    """
+    labels = batch["label"]
+    if cfg.calculate_kl:
+        kl_policy = mx.stop_gradient(sequence_logps(model, batch["KL_input_ids"], batch["KL_completion_mask"]))
+        kl_ref = reference_logps(model, batch["KL_input_ids"], batch["KL_completion_mask"])
+        kl = mx.maximum(mx.mean(kl_policy - kl_ref), 0.0)
+    else:
+        kl = mx.array(0.0)
+    logps = sequence_logps(model, batch["input_ids"], batch["completion_mask"])
+    ref_logps = reference_logps(model, batch["input_ids"], batch["completion_mask"])
+    logratios = logps - ref_logps
+    if cfg.loss_type == "kto":
+        chosen_losses = 1 - mx.sigmoid(cfg.beta * (logratios - kl))
+        rejected_losses = 1 - mx.sigmoid(cfg.beta * (kl - logratios))
+    else:
+        chosen_losses = 1 - mx.sigmoid(cfg.beta * logratios)
+        rejected_losses = mx.sigmoid(cfg.beta * logratios)
+    losses = mx.where(labels, cfg.desirable_weight * chosen_losses, cfg.undesirable_weight * rejected_losses)
+    rewards = cfg.beta * mx.stop_gradient(logratios)
+    detached_logps = mx.stop_gradient(logps)
+    chosen = labels.astype(mx.float32)
+    aux = {
+        "kl": kl,
+        "num_chosen": chosen.sum(),
+        "num_rejected": (1 - chosen).sum(),
+        "rewards_chosen_sum": (rewards * chosen).sum(),
+        "rewards_rejected_sum": (rewards * (1 - chosen)).sum(),
+        "logps_chosen_sum": (detached_logps * chosen).sum(),
+        "logps_rejected_sum": (detached_logps * (1 - chosen)).sum(),
+    }
+    return mx.mean(losses), aux
+
+
+def batch_metrics(loss: float, aux: dict[str, float]) -> dict[str, float]:
+    """One batch's metrics as TRL appends them: rewards/logps are per-class means, absent for an empty class."""
+    out = {"loss": loss, "kl": aux["kl"]}
+    if aux["num_chosen"] > 0:
+        out["rewards/chosen"] = aux["rewards_chosen_sum"] / aux["num_chosen"]
+        out["logps/chosen"] = aux["logps_chosen_sum"] / aux["num_chosen"]
+    if aux["num_rejected"] > 0:
+        out["rewards/rejected"] = aux["rewards_rejected_sum"] / aux["num_rejected"]
+        out["logps/rejected"] = aux["logps_rejected_sum"] / aux["num_rejected"]
+    if aux["num_chosen"] > 0 and aux["num_rejected"] > 0:
+        out["rewards/margins"] = out["rewards/chosen"] - out["rewards/rejected"]
+    return out
+
+
+def average_metrics(per_batch: list[dict[str, float]]) -> dict[str, float]:
+    """TRL's ``log``: each metric is the mean of the values appended since the last log."""
+    keys = {k for m in per_batch for k in m}
+    return {k: sum(vals) / len(vals) for k in sorted(keys) if (vals := [m[k] for m in per_batch if k in m])}
