@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from ktoforge.schemas import Event, Job, JobCreate, JobStatus
 
@@ -48,8 +50,11 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str) -> "JobStore":
-        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=10,
-                                        retry_on_timeout=True, socket_keepalive=True))
+        # Retry with backoff for ~30 s: a Redis restart (AOF reload) pauses callers instead of failing them.
+        retry = Retry(ExponentialBackoff(cap=4.0, base=0.25), retries=12)
+        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=10, socket_keepalive=True,
+                                        retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError,
+                                                                     redis.BusyLoadingError]))
 
     # --- records -------------------------------------------------------------------------------
     def create(self, spec: JobCreate, idempotency_key: str | None = None) -> tuple[Job, bool]:
@@ -114,18 +119,19 @@ class JobStore:
         self.add_event(job_id, "state", data)
         return job
 
-    def resume(self, job_id: str) -> Job:
+    def resume(self, job_id: str, worker: str) -> Job:
         """Count another attempt at a job left running by a worker that died (running -> running)."""
 
         def change(job: Job) -> Job:
             if job.status != JobStatus.running:
                 raise TransitionError(f"job {job_id} is {job.status.value}; only a running job is resumed")
             now = time.time()
-            return job.model_copy(update={"attempts": job.attempts + 1, "updated_at": now, "history": [
+            return job.model_copy(update={"attempts": job.attempts + 1, "updated_at": now, "worker": worker, "history": [
                 *job.history, {"status": "running", "time": now, "reason": "resumed after worker loss"}]})
 
         job = self._mutate(job_id, change)
-        self.add_event(job_id, "log", {"message": "resuming after worker loss", "attempt": job.attempts})
+        self.add_event(job_id, "log", {"message": "resuming after worker loss", "attempt": job.attempts,
+                                       "worker": worker})
         return job
 
     def _mutate(self, job_id: str, change: Any) -> Job:

@@ -84,7 +84,7 @@ def _acquire(store: JobStore, job_id: str, owner: str, settings: Settings) -> bo
         time.sleep(min(1.0, settings.lease_ttl_s / 4))
 
 
-def run_job(job_id: str, backend: str, train: TrainFn) -> None:
+def run_job(job_id: str, backend: str, train: TrainFn, worker: str | None = None) -> None:
     """Run one delivery of a job's message; returns normally in every case so the message is acked."""
     settings = get_settings()
     store = JobStore.from_url(settings.redis_url)
@@ -98,20 +98,21 @@ def run_job(job_id: str, backend: str, train: TrainFn) -> None:
         return
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     if not _acquire(store, job_id, owner, settings):
-        log.info("job %s is being trained by %s; this delivery is a duplicate", job_id, store.lease_holder(job_id))
+        log.info("%s job %s is being trained by %s; this delivery is a duplicate", backend, job_id,
+                 store.lease_holder(job_id))
         return
     lost = threading.Event()
     heartbeat = _Heartbeat(store, job_id, owner, settings, lost)
     heartbeat.start()
     try:
-        _run_leased(store, settings, job_id, backend, train, lost)
+        _run_leased(store, settings, job_id, train, lost, worker or owner)
     finally:
         heartbeat.stopped.set()
         store.release_lease(job_id, owner)
 
 
-def _run_leased(store: JobStore, settings: Settings, job_id: str, backend: str, train: TrainFn,
-                lost: threading.Event) -> None:
+def _run_leased(store: JobStore, settings: Settings, job_id: str, train: TrainFn, lost: threading.Event,
+                worker: str) -> None:
     job = store.get(job_id)
     if job.status in TERMINAL:
         return
@@ -121,9 +122,9 @@ def _run_leased(store: JobStore, settings: Settings, job_id: str, backend: str, 
                 f"the worker was lost {job.attempts} times; it was probably killed for lack of memory: lower "
                 "max_length or per_device_train_batch_size, or use a smaller model"))
             return
-        job = store.resume(job_id)
+        job = store.resume(job_id, worker)
     else:
-        job = store.transition(job_id, JobStatus.running)
+        job = store.transition(job_id, JobStatus.running, worker=worker)
     root = Path(settings.work_dir) / "jobs" / job_id
     try:
         client = WorkerClient(settings.api_url, settings.worker_token.get_secret_value())

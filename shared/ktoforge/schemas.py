@@ -110,6 +110,7 @@ class Job(BaseModel):
     finished_at: float | None = None
     reason: str | None = Field(None, description="Why the job failed or was cancelled, in words a user can act on.")
     attempts: int = Field(0, description="How many times a worker started it (resumes count).")
+    worker: str | None = Field(None, description="Celery node name of the worker that ran it last.")
     step: int | None = Field(None, description="Last optimizer step reported.")
     max_steps: int | None = Field(None, description="Total optimizer steps, once known.")
     history: list[dict[str, Any]] = Field(default_factory=list, description="State changes with timestamps.")

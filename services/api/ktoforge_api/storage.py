@@ -54,7 +54,7 @@ class Storage:
         return self.datasets / f"{dataset_id}.json"
 
     def has_dataset(self, dataset_id: str) -> bool:
-        return bool(DATASET_ID.match(dataset_id)) and self.dataset_report(dataset_id).exists()
+        return bool(DATASET_ID.fullmatch(dataset_id)) and self.dataset_report(dataset_id).exists()
 
     def store_dataset(self, tmp_file: Path, dataset_id: str, report_json: str) -> None:
         """Data first, report last: a dataset exists once its report does."""
@@ -63,7 +63,7 @@ class Storage:
 
     def artifact_path(self, job_id: str, name: str) -> Path | None:
         """The artifact's path, or None for a name that could escape the job's folder."""
-        if not ARTIFACT_NAME.match(name) or not re.fullmatch(r"[0-9a-f]{32}", job_id):
+        if not ARTIFACT_NAME.fullmatch(name) or not re.fullmatch(r"[0-9a-f]{32}", job_id):
             return None
         return self.artifacts / job_id / name
 

@@ -13,8 +13,8 @@ from ktoforge.queue import TRAIN_TASK, make_celery
 celery_app = make_celery()
 
 
-@celery_app.task(name=TRAIN_TASK)
-def train_job(job_id: str) -> None:
+@celery_app.task(name=TRAIN_TASK, bind=True)
+def train_job(self, job_id: str) -> None:
     from ktoforge_worker.train import train  # heavy imports happen here, in the child
 
-    run_job(job_id, "cuda", train)
+    run_job(job_id, "cuda", train, worker=self.request.hostname)

@@ -10,24 +10,36 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from ktoforge.dataset.report import build_report
-from ktoforge.models import ModelError, tokenizer_dir
+from ktoforge.models import ModelError, check_model, tokenizer_dir
 from ktoforge.schemas import DatasetReport
+from ktoforge.settings import Settings
 from ktoforge_api.deps import SettingsDep, StorageDep, require_user
+from ktoforge_api.errors import unprocessable
 from ktoforge_api.storage import TooLarge
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[Depends(require_user)])
+MULTIPART_SLACK = 64 * 1024  # room for multipart boundaries and part headers around the file
 
 
-async def _chunks(upload: UploadFile):
-    while chunk := await upload.read(1 << 20):
-        yield chunk
+class NotUtf8(ValueError):
+    def __init__(self, line: int, exc: UnicodeDecodeError) -> None:
+        super().__init__(f"line {line} is not UTF-8 (byte {exc.object[exc.start]:#04x} at column {exc.start + 1}); "
+                         "save the file as UTF-8")
+        self.line = line
+
+
+def check_upload_size(request: Request, settings: SettingsDep) -> None:
+    """Refuse a declared oversize body before FastAPI spools it; the stream is counted again while stored."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.max_upload_mb * 1024 * 1024 + MULTIPART_SLACK:
+        raise _too_large(settings)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetReport,
+             dependencies=[Depends(check_upload_size)],
              responses={413: {"description": "File larger than KTOFORGE_MAX_UPLOAD_MB"},
                         422: {"description": "Invalid rows: the report lists each line and reason"}})
 async def upload_dataset(
-    request: Request,
     file: UploadFile,
     settings: SettingsDep,
     storage: StorageDep,
@@ -38,27 +50,29 @@ async def upload_dataset(
 ) -> JSONResponse:
     """Upload a JSONL dataset (multipart field ``file``); the same bytes always get the same id."""
     try:
+        check_model(model)  # cheap, so a typo fails before the upload is read
+    except ModelError as exc:
+        raise unprocessable(["query", "model"], str(exc))
+    try:
         tmp, digest, _ = await storage.receive(_chunks(file), settings.max_upload_mb * 1024 * 1024)
     except TooLarge:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-                            detail=f"file larger than {settings.max_upload_mb} MiB (KTOFORGE_MAX_UPLOAD_MB)")
+        raise _too_large(settings)
     try:
-        model_dir = _model_dir(model, settings.model_cache_dir)
-        report = await run_in_threadpool(build_report, tmp, model_dir=model_dir, max_length=max_length,
-                                         on_error=on_error)
+        try:
+            report = await run_in_threadpool(_validate, tmp, model, settings, max_length, on_error)
+        except NotUtf8 as exc:
+            raise unprocessable(["file", f"line {exc.line}"], str(exc), "not_utf8")
         report.id = digest
         if report.error_count and on_error == "reject":
             return JSONResponse(status_code=422, content={"detail": _error_detail(report),
                                                           "report": report.model_dump(mode="json")})
         if report.rows == 0:
-            return JSONResponse(status_code=422, content={"detail": [{"loc": ["file"], "msg": "no usable rows",
-                                                                      "type": "empty_dataset"}]})
-        if storage.has_dataset(digest):
-            return JSONResponse(status_code=200, content=report.model_dump(mode="json"))
-        await run_in_threadpool(storage.store_dataset, tmp, digest, report.model_dump_json())
+            raise unprocessable(["file"], "no usable rows", "empty_dataset")
+        if not storage.has_dataset(digest):
+            await run_in_threadpool(storage.store_dataset, tmp, digest, report.model_dump_json())
         return JSONResponse(status_code=201, content=report.model_dump(mode="json"))
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 @router.get("/{dataset_id}", response_model=DatasetReport)
@@ -68,11 +82,31 @@ def get_dataset(dataset_id: str, storage: StorageDep) -> DatasetReport:
     return DatasetReport.model_validate_json(storage.dataset_report(dataset_id).read_text())
 
 
-def _model_dir(model: str, cache_dir: Path) -> Path | None:
-    try:
-        return tokenizer_dir(model, cache_dir)
-    except ModelError as exc:
-        raise HTTPException(422, detail=[{"loc": ["query", "model"], "msg": str(exc), "type": "value_error"}])
+async def _chunks(upload: UploadFile):
+    while chunk := await upload.read(1 << 20):
+        yield chunk
+
+
+def _validate(path: Path, model: str, settings: Settings, max_length: int, on_error: str) -> DatasetReport:
+    """CPU-bound (and may generate the builtin model once), so it runs in a worker thread."""
+    _check_utf8(path)
+    model_dir = tokenizer_dir(model, settings.model_cache_dir)
+    return build_report(path, model_dir=model_dir, max_length=max_length, on_error=on_error)
+
+
+def _check_utf8(path: Path) -> None:
+    """NotUtf8 naming the first bad line: a newline byte never occurs inside a UTF-8 sequence."""
+    with path.open("rb") as fh:
+        for line, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise NotUtf8(line, exc) from None
+
+
+def _too_large(settings: Settings) -> HTTPException:
+    return HTTPException(413,
+                         detail=f"file larger than {settings.max_upload_mb} MiB (KTOFORGE_MAX_UPLOAD_MB)")
 
 
 def _error_detail(report: DatasetReport) -> list[dict]:

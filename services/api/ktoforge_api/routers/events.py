@@ -20,6 +20,8 @@ from ktoforge_api.routers.jobs import JobDep
 
 router = APIRouter(prefix="/v1/jobs", tags=["events"], dependencies=[Depends(require_user)])
 CURSOR = r"^\d+-\d+$"
+FINAL = {status.value for status in TERMINAL}
+BLOCK_MS, GRACE_MS = 5000, 1000  # keep-alive period of a live stream; wait for a finished job's last event
 
 
 @router.get("/{job_id}/events", response_model=EventPage,
@@ -43,16 +45,25 @@ async def job_events(
 
 
 async def _sse(store: JobStore, job_id: str, cursor: str | None, request: Request) -> AsyncIterator[str]:
-    """Send every event after ``cursor``; end once the job is finished and everything was sent."""
+    """Send every event after ``cursor``; end once the job is finished and everything was sent.
+
+    A worker updates the record just before it appends the final state event, so a finished record whose
+    final state event was not seen yet gets one short grace read before the stream ends.
+    """
     yield "retry: 2000\n\n"
+    final_sent = False
     while not await request.is_disconnected():
-        events = await run_in_threadpool(store.wait_events, job_id, cursor, 5000)
+        events = await run_in_threadpool(store.events, job_id, cursor, 500)
+        if not events:
+            finished = (await run_in_threadpool(store.get, job_id)).status in TERMINAL
+            if finished and final_sent:
+                return
+            events = await run_in_threadpool(store.wait_events, job_id, cursor, GRACE_MS if finished else BLOCK_MS)
+            if not events:
+                if finished:
+                    return
+                yield ": keep-alive\n\n"
         for event in events:
             cursor = event.id
+            final_sent = final_sent or (event.type == "state" and event.data.get("status") in FINAL)
             yield f"id: {event.id}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n"
-        if not events:
-            if (await run_in_threadpool(store.get, job_id)).status in TERMINAL:
-                if not await run_in_threadpool(store.events, job_id, cursor, 1):
-                    return
-            else:
-                yield ": keep-alive\n\n"

@@ -31,11 +31,11 @@ async def upload_artifact(job: JobDep, name: str, request: Request, storage: Sto
                           settings: SettingsDep) -> Artifact:
     target = storage.artifact_path(job.id, name)
     if target is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+        raise HTTPException(422,
                             detail=f"invalid artifact name {name!r}: letters, digits, '.', '_', '-' only")
     try:
         tmp, _, size = await storage.receive(request.stream(), 64 * settings.max_upload_mb * 1024 * 1024)
     except TooLarge as exc:
-        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, detail=str(exc))
+        raise HTTPException(413, detail=str(exc))
     storage.commit_artifact(Path(tmp), target)
     return Artifact(name=name, size=size)

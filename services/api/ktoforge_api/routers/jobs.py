@@ -11,12 +11,9 @@ from ktoforge.models import ModelError, check_model
 from ktoforge.queue import enqueue
 from ktoforge.schemas import Job, JobCreate, JobPage, JobStatus
 from ktoforge_api.deps import CeleryDep, StorageDep, StoreDep, require_user
+from ktoforge_api.errors import unprocessable
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_user)])
-
-
-def unprocessable(loc: list[str], msg: str) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=[{"loc": loc, "msg": msg, "type": "value_error"}])
 
 
 def load_job(job_id: str, store: StoreDep) -> Job:
@@ -51,10 +48,14 @@ def create_job(
         job, created = store.create(spec, idempotency_key)
     except TransitionError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
-    if created:
-        enqueue(celery, job.id, job.backend)
-    else:
+    if not created:
         response.status_code = status.HTTP_200_OK
+        return job
+    try:
+        enqueue(celery, job.id, job.backend)
+    except Exception as exc:  # broker unreachable: the job must not sit "queued" with no message behind it
+        store.transition(job.id, JobStatus.failed, reason=f"could not reach the queue: {type(exc).__name__}")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the job queue is unavailable; retry later")
     return job
 
 

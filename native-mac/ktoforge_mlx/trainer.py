@@ -1,0 +1,173 @@
+"""The MLX training loop, in the style of mlx-lm's tuner/trainer.py: plain functions, no framework.
+
+It reproduces what transformers' Trainer does around TRL's loss so both backends take the same steps:
+the optimizer step count per epoch (partial last accumulation included, its loss divided by the batches it
+really has), gradient clipping at 1.0, AdamW with bias correction, the warmup + schedule lambdas, and
+logging of metrics averaged over the batches since the last log. The step → batches mapping is
+deterministic, so a resumed run continues exactly where its checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
+
+from ktoforge_mlx.kto import Batch, KTOSettings, average_metrics, batch_metrics, kto_loss
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+ADAPTER_FILE = "adapters.safetensors"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Step arithmetic of transformers' Trainer for a dataloader of ``num_batches`` batches."""
+
+    num_batches: int
+    grad_accum: int
+    max_steps: int
+    learning_rate: float
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.0
+    logging_steps: int = 1
+    save_steps: int = 50
+    max_grad_norm: float = 1.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+
+    @classmethod
+    def of(cls, num_batches: int, grad_accum: int, epochs: float, max_steps: int, **kw: Any) -> "Plan":
+        per_epoch = max(num_batches // grad_accum + int(num_batches % grad_accum > 0), 1)
+        steps = max_steps if max_steps > 0 else math.ceil(epochs * per_epoch)
+        return cls(num_batches, grad_accum, steps, **kw)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(self.num_batches // self.grad_accum + int(self.num_batches % self.grad_accum > 0), 1)
+
+    def batch_indices(self, step: int) -> range:
+        """The dataloader batches that optimizer step ``step`` (0-based) accumulates."""
+        window = step % self.steps_per_epoch
+        return range(window * self.grad_accum, min((window + 1) * self.grad_accum, self.num_batches))
+
+    @property
+    def warmup_steps(self) -> int:
+        return math.ceil(self.max_steps * self.warmup_ratio)
+
+    def lr_factor(self, step: int) -> float:
+        """transformers' schedule lambdas ('constant' ignores warmup there too)."""
+        if self.lr_scheduler_type == "constant":
+            return 1.0
+        if step < self.warmup_steps:
+            return step / max(1, self.warmup_steps)
+        if self.lr_scheduler_type == "linear":
+            return max(0.0, (self.max_steps - step) / max(1, self.max_steps - self.warmup_steps))
+        progress = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(plan: Plan) -> optim.Optimizer:
+    """torch's AdamW as transformers builds it (weight decay 0), with the plan's schedule."""
+    schedule = lambda step: plan.learning_rate * plan.lr_factor(int(step))  # noqa: E731
+    return optim.AdamW(learning_rate=schedule, betas=list(plan.adam_betas), eps=plan.adam_eps,
+                       weight_decay=0.0, bias_correction=True)
+
+
+def enable_grad_checkpointing(model: nn.Module) -> None:
+    """Recompute each transformer block in the backward pass (mlx-lm's own helper)."""
+    from mlx_lm.tuner.trainer import grad_checkpoint
+
+    grad_checkpoint(model.layers[0])
+
+
+def accumulate_grads(model: nn.Module, batches: list[Batch], cfg: KTOSettings) -> tuple[Any, list[dict[str, float]]]:
+    """Gradient of the mean micro-batch loss over ``batches``, and each batch's TRL metrics."""
+    loss_and_grad = nn.value_and_grad(model, lambda m, b: kto_loss(m, b, cfg))
+    total, metrics = None, []
+    for batch in batches:
+        (loss, aux), grads = loss_and_grad(model, batch)
+        grads = tree_map(lambda g: g / len(batches), grads)
+        total = grads if total is None else tree_map(mx.add, total, grads)
+        mx.eval(total, loss, aux)
+        metrics.append(batch_metrics(loss.item(), {k: v.item() for k, v in aux.items()}))
+    return total, metrics
+
+
+def optimizer_step(model: nn.Module, optimizer: optim.Optimizer, grads: Any, max_grad_norm: float) -> float:
+    """Clip to ``max_grad_norm`` (as Trainer does) and update; returns the pre-clip norm."""
+    clipped, norm = optim.clip_grad_norm(grads, max_grad_norm)
+    optimizer.update(model, clipped)
+    mx.eval(model.trainable_parameters(), optimizer.state)
+    return norm.item()
+
+
+def save_checkpoint(folder: Path, model: nn.Module, optimizer: optim.Optimizer, step: int) -> None:
+    """Adapters, optimizer moments and the step, written to a temp dir then renamed (a crash leaves no half)."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    mx.save_safetensors(str(tmp / ADAPTER_FILE), dict(tree_flatten(model.trainable_parameters())))
+    mx.save_safetensors(str(tmp / OPTIMIZER_FILE), dict(tree_flatten(optimizer.state)))
+    (tmp / STATE_FILE).write_text(json.dumps({"global_step": step}))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def load_checkpoint(folder: Path, model: nn.Module, optimizer: optim.Optimizer) -> int:
+    """Restore what save_checkpoint wrote; returns the step to continue from."""
+    model.load_weights(list(mx.load(str(folder / ADAPTER_FILE)).items()), strict=False)
+    optimizer.state = tree_unflatten(list(mx.load(str(folder / OPTIMIZER_FILE)).items()))
+    return int(json.loads((folder / STATE_FILE).read_text())["global_step"])
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    done = [p for p in root.glob("checkpoint-*") if (p / STATE_FILE).exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+Report = Callable[[dict[str, Any]], None]
+
+
+def train(model: nn.Module, optimizer: optim.Optimizer, get_batch: Callable[[int], Batch], cfg: KTOSettings,
+          plan: Plan, report: Report, should_stop: Callable[[], bool] = lambda: False,
+          checkpoint_root: Path | None = None, start_step: int = 0) -> int:
+    """Optimizer steps ``start_step`` … ``plan.max_steps``; returns the last completed step.
+
+    ``get_batch(i)`` returns dataloader batch ``i`` of an epoch. Checkpoints every ``save_steps`` and at a
+    stop; ``should_stop`` is checked after every step (cancel, lost lease).
+    """
+    model.train()
+    window: list[dict[str, float]] = []
+    tokens, started, step = 0, time.monotonic(), start_step
+    while step < plan.max_steps:
+        batches = [get_batch(i) for i in plan.batch_indices(step)]
+        grads, metrics = accumulate_grads(model, batches, cfg)
+        lr = plan.learning_rate * plan.lr_factor(step)
+        grad_norm = optimizer_step(model, optimizer, grads, plan.max_grad_norm)
+        step += 1
+        window += metrics
+        tokens += sum(int((b["input_ids"].shape[0] * b["input_ids"].shape[1])) for b in batches)
+        stopping = should_stop()
+        if step % plan.logging_steps == 0 or step == plan.max_steps or stopping:
+            elapsed = time.monotonic() - started
+            report({**average_metrics(window), "grad_norm": grad_norm, "learning_rate": lr,
+                    "epoch": round(step / plan.steps_per_epoch, 4), "step": step, "max_steps": plan.max_steps,
+                    "eta_s": round(elapsed / (step - start_step) * (plan.max_steps - step), 1),
+                    "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1)})
+            window = []
+        if checkpoint_root is not None and (step % plan.save_steps == 0 or stopping):
+            save_checkpoint(checkpoint_root / f"checkpoint-{step}", model, optimizer, step)
+        if stopping:
+            break
+    return step

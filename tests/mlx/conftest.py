@@ -1,0 +1,101 @@
+"""A TRL KTOTrainer and an MLX model holding the same tiny Mistral weights and the same LoRA initialisation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mlx.core")
+
+ROWS = 8
+BATCH = 4
+MAX_LENGTH = 192
+LORA = {"r": 4, "lora_alpha": 8.0, "lora_dropout": 0.0}
+
+
+@dataclass
+class Pair:
+    trainer: Any  # trl.KTOTrainer on a PEFT model
+    mlx_model: Any
+    mlx_rows: list  # ktoforge_mlx.data.Row, built by our pipeline from the same examples
+    lora_params: dict
+
+
+def texts(dataset: Path, model_dir: Path) -> tuple[list, list[dict]]:
+    """The first ROWS examples and their rendering by the shared pipeline (what the torch worker feeds TRL)."""
+    from ktoforge.dataset import ChatTemplate, load_examples, render_row
+
+    template = ChatTemplate.from_dir(model_dir)
+    examples = load_examples(dataset)[:ROWS]
+    rows = []
+    for e in examples:
+        prompt, completion = render_row(e.prompt, e.completion, template)
+        rows.append({"prompt": prompt, "completion": completion, "label": e.label})
+    return examples, rows
+
+
+def copy_lora(peft_model: Any, mlx_model: Any) -> None:
+    """PEFT's A (r×in) and B (out×r) into mlx-lm's lora_a (in×r) and lora_b (r×out)."""
+    import mlx.core as mx
+
+    mlx_modules = dict(mlx_model.named_modules())
+    copied = 0
+    for name, module in peft_model.named_modules():
+        if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
+            key = name.removeprefix("base_model.model.")
+            target = mlx_modules[key]
+            target.lora_a = mx.array(module.lora_A["default"].weight.detach().numpy().T.copy())
+            target.lora_b = mx.array(module.lora_B["default"].weight.detach().numpy().T.copy())
+            copied += 1
+    assert copied == 14  # 7 targets × 2 blocks
+
+
+def make_pair(dataset: Path, model_dir: Path, out: Path, loss_type: str = "kto", warm_steps: int = 0,
+              **kto_kwargs: Any) -> Pair:
+    """``warm_steps`` of TRL training first (lr 5e-2) move the policy where the KL estimate is positive."""
+    import mlx_lm
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import KTOConfig, KTOTrainer
+
+    from ktoforge.schemas import LORA_TARGETS, LoraSettings
+    from ktoforge_mlx.data import build_rows
+    from ktoforge_mlx.lora import add_lora, lora_parameters
+
+    examples, rows = texts(dataset, model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    args = KTOConfig(output_dir=str(out), bf16=False, use_cpu=True, report_to=[], per_device_train_batch_size=BATCH,
+                     max_length=MAX_LENGTH, loss_type=loss_type, gradient_checkpointing=False,
+                     lr_scheduler_type="constant", logging_steps=1, save_strategy="no", seed=0, **kto_kwargs)
+    trainer = KTOTrainer(model=base, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=LoraConfig(target_modules=list(LORA_TARGETS), **LORA))
+    torch.manual_seed(1)
+    with torch.no_grad():  # B ≠ 0 so that policy ≠ reference from the first step
+        for name, p in trainer.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn_like(p) * 0.05)
+    if warm_steps:
+        trainer.args.max_steps, trainer.args.learning_rate = warm_steps, 5e-2
+        trainer.train()
+
+    mlx_model, mlx_tok = mlx_lm.load(str(model_dir))
+    params = lora_parameters(mlx_model, LoraSettings(target_modules=list(LORA_TARGETS), **LORA))
+    add_lora(mlx_model, params)
+    copy_lora(trainer.model, mlx_model)
+    from ktoforge.dataset import ChatTemplate
+
+    encode = lambda text: mlx_tok._tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    mlx_rows = build_rows(examples, ChatTemplate.from_dir(model_dir), encode, MAX_LENGTH, BATCH,
+                          with_kl=loss_type != "apo_zero_unpaired")
+    return Pair(trainer, mlx_model, mlx_rows, params)
+
+
+@pytest.fixture()
+def pair_factory(reference_dataset: Path, tiny_model_dir: Path, tmp_path: Path):
+    return lambda **kw: make_pair(reference_dataset, tiny_model_dir, tmp_path / "trl", **kw)
