@@ -79,7 +79,7 @@ class Plan:
 
 def make_optimizer(plan: Plan) -> optim.Optimizer:
     """torch's AdamW as transformers builds it (weight decay 0), with the plan's schedule."""
-    schedule = lambda step: plan.learning_rate * plan.lr_factor(int(step))  # noqa: E731
+    schedule = lambda step: mx.array(plan.learning_rate * plan.lr_factor(int(step)), mx.float32)  # noqa: E731
     return optim.AdamW(learning_rate=schedule, betas=list(plan.adam_betas), eps=plan.adam_eps,
                        weight_decay=0.0, bias_correction=True)
 
@@ -110,6 +110,18 @@ def optimizer_step(model: nn.Module, optimizer: optim.Optimizer, grads: Any, max
     optimizer.update(model, clipped)
     mx.eval(model.trainable_parameters(), optimizer.state)
     return norm.item()
+
+
+def evaluate(model: nn.Module, batches: list[Batch], cfg: KTOSettings) -> dict[str, float]:
+    """TRL's eval metrics (``eval_`` prefixed) averaged over the held-out batches."""
+    model.eval()
+    per_batch = []
+    for batch in batches:
+        loss, aux = kto_loss(model, batch, cfg)
+        mx.eval(loss, aux)
+        per_batch.append(batch_metrics(loss.item(), {k: v.item() for k, v in aux.items()}))
+    model.train()
+    return {f"eval_{k}": v for k, v in average_metrics(per_batch).items()}
 
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer: optim.Optimizer, step: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 from fastapi.testclient import TestClient
 
@@ -44,3 +45,43 @@ def test_api_never_imports_ml_frameworks():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_readyz_sees_a_real_worker(client: TestClient, kf_env, tmp_path):
+    """A plain Celery worker consuming the cuda queue (no training code: nothing is queued for it)."""
+    celery = [sys.executable, "-m", "celery", f"--broker={kf_env['KTOFORGE_REDIS_URL']}", "worker", "-Q", "cuda",
+              "-P", "solo", "-n", "probe@test", "--without-gossip", "--without-mingle", "-l", "warning"]
+    proc = subprocess.Popen(celery, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            queues = client.get("/readyz").json()["queues"]
+            if queues["cuda"]["ready"]:
+                break
+            time.sleep(0.5)
+        assert queues["cuda"] == {"workers": ["probe@test"], "ready": True, "queued_jobs": 0, "messages": 0}
+        assert queues["mlx"]["ready"] is False
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_openapi_documents_every_route(anon: TestClient):
+    paths = anon.get("/openapi.json").json()["paths"]
+    assert {"/v1/datasets", "/v1/jobs", "/v1/jobs/{job_id}/events", "/v1/jobs/{job_id}/artifacts/{name}",
+            "/v1/internal/jobs/{job_id}/artifacts/{name}", "/readyz"} <= set(paths)
+    assert anon.get("/docs").status_code == 200
+
+
+def test_cors_is_closed_unless_origins_are_listed(kf_env, monkeypatch):
+    from ktoforge.settings import get_settings
+
+    preflight = {"Origin": "http://ui.example", "Access-Control-Request-Method": "GET"}
+    closed = make_client().options("/v1/jobs", headers=preflight)
+    assert "access-control-allow-origin" not in closed.headers
+    monkeypatch.setenv("KTOFORGE_CORS_ORIGINS", '["http://ui.example"]')
+    get_settings.cache_clear()
+    app = make_client()
+    assert app.options("/v1/jobs", headers=preflight).headers["access-control-allow-origin"] == "http://ui.example"
+    other = app.options("/v1/jobs", headers={**preflight, "Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in other.headers

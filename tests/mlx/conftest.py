@@ -99,3 +99,44 @@ def make_pair(dataset: Path, model_dir: Path, out: Path, loss_type: str = "kto",
 @pytest.fixture()
 def pair_factory(reference_dataset: Path, tiny_model_dir: Path, tmp_path: Path):
     return lambda **kw: make_pair(reference_dataset, tiny_model_dir, tmp_path / "trl", **kw)
+
+
+def subset(reference: Path, dest: Path, n: int) -> Path:
+    """The first n desirable and n undesirable rows of the reference file."""
+    pos, neg = [], []
+    for line in reference.read_text().splitlines():
+        (pos if '"label": true' in line else neg).append(line)
+    dest.write_text("\n".join(pos[:n] + neg[:n]) + "\n")
+    return dest
+
+
+JOB_HP = {"max_steps": 3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 128,
+          "save_steps": 100, "learning_rate": 1e-2, "gradient_checkpointing": True, "lr_scheduler_type": "constant"}
+
+
+@pytest.fixture()
+def make_job(kf_env, redis_client, reference_dataset, tmp_path):
+    """make_job(name, **hyper) -> (store, job id, dataset path, job root): a running mlx job in the real store."""
+    from ktoforge.jobs import JobStore
+    from ktoforge.schemas import JobCreate, JobStatus, LoraSettings
+
+    store = JobStore.from_url(kf_env["KTOFORGE_REDIS_URL"])
+    dataset = subset(reference_dataset, tmp_path / "d.jsonl", 4)
+
+    def make(name: str, **hyper: Any) -> tuple[Any, str, Path, Path]:
+        job, _ = store.create(JobCreate(dataset_id="0" * 64, backend="mlx", hyperparameters={**JOB_HP, **hyper},
+                                        lora=LoraSettings(r=4, lora_alpha=8)))
+        store.transition(job.id, JobStatus.running)
+        root = tmp_path / name
+        (root / "output").mkdir(parents=True)
+        (root / "checkpoints").mkdir(parents=True)
+        return store, job.id, dataset, root
+
+    return make
+
+
+def context(store: Any, job_id: str, dataset: Path, root: Path) -> Any:
+    from ktoforge.lifecycle import JobContext
+    from ktoforge.settings import get_settings
+
+    return JobContext(store.get(job_id), store, get_settings(), dataset, root / "output", root / "checkpoints")

@@ -24,11 +24,11 @@ def subset(reference: Path, dest: Path, n: int) -> Path:
 
 @pytest.fixture()
 def make_ctx(kf_env, redis_client, reference_dataset, tmp_path):
-    def make(n_rows: int = 8, **hyper) -> JobContext:
+    def make(n_rows: int = 8, lora: dict | None = None, **hyper) -> JobContext:
         store = JobStore.from_url(kf_env["KTOFORGE_REDIS_URL"])
         hp = {"max_steps": 3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
               "max_length": 192, "save_steps": 2, "learning_rate": 1e-2, "gradient_checkpointing": False, **hyper}
-        job, _ = store.create(JobCreate(dataset_id="0" * 64, hyperparameters=hp))
+        job, _ = store.create(JobCreate(dataset_id="0" * 64, hyperparameters=hp, lora=lora or {}))
         store.transition(job.id, JobStatus.running)
         root = tmp_path / "job"
         ctx = JobContext(store.get(job.id), store, get_settings(), subset(reference_dataset, tmp_path / "d.jsonl",

@@ -1,0 +1,77 @@
+"""Workers killed mid-training: the job resumes from its checkpoint, never trains twice, never loops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from tests.fault.conftest import client, lost
+from tests.system import FINISHED, events, upload, wait_status, wait_step
+
+LONG = {"max_steps": 24, "save_steps": 4, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+        "max_length": 128, "learning_rate": 1e-3}
+
+
+def training_child(system) -> int:
+    """The prefork child running the task (the worker's parent is listed first)."""
+    pids = system.pids("ktoforge_worker.app worker")
+    assert len(pids) >= 2, f"no training child among {pids}"
+    return pids[-1]
+
+
+def loss_steps(evs: list[dict]) -> list[int]:
+    return [e["data"]["step"] for e in evs if e["type"] == "metrics" and "loss" in e["data"]]
+
+
+def test_sigkill_training_child_resumes_from_checkpoint(system, small_dataset):
+    with client(system) as c:
+        job = c.post("/v1/jobs", json={"dataset_id": upload(c, small_dataset), "hyperparameters": LONG}).json()
+        wait_step(c, job["id"], 9)
+        os.kill(training_child(system), signal.SIGKILL)
+        done = wait_status(c, job["id"], FINISHED, timeout=300)
+        assert not lost(done), done
+        evs = events(c, job["id"])
+    assert any(e["data"]["message"] == "resuming after worker loss" for e in evs if e["type"] == "log")
+    at = next(i for i, e in enumerate(evs) if e["type"] == "log" and e["data"]["message"] == "resuming from checkpoint")
+    start = evs[at]["data"]["resumed_from_step"]
+    assert start >= 8  # the last checkpoint before the kill, not step 0
+    assert loss_steps(evs[at:]) == list(range(start + 1, 25))  # every later step exactly once
+    assert done["attempts"] == 2
+
+
+def test_sigkill_whole_worker_is_recovered_by_the_reaper(system, small_dataset):
+    """Parent and child die: the message stays unacked until the visibility timeout, so the reaper requeues
+    the job from its stale heartbeat; local mode restarts the worker, which resumes it."""
+    with client(system) as c:
+        job = c.post("/v1/jobs", json={"dataset_id": upload(c, small_dataset), "hyperparameters": LONG}).json()
+        wait_step(c, job["id"], 5)
+        t0 = time.time()
+        for pid in system.pids("ktoforge_worker.app worker"):
+            os.kill(pid, signal.SIGKILL)
+        done = wait_status(c, job["id"], FINISHED, timeout=300)
+        assert not lost(done), done
+        recovered_in = time.time() - t0
+        evs = events(c, job["id"])
+    states = [e["data"] for e in evs if e["type"] == "state"]
+    assert any(s["status"] == "queued" and "worker lost" in s.get("reason", "") for s in states)
+    assert any(e["data"].get("message") == "resuming from checkpoint" for e in evs if e["type"] == "log")
+    assert recovered_in < 180
+
+
+def test_job_that_kills_every_worker_fails_after_bounded_attempts(system, small_dataset):
+    hp = {**LONG, "max_steps": 10000, "save_steps": 10000}
+    with client(system) as c:
+        job = c.post("/v1/jobs", json={"dataset_id": upload(c, small_dataset), "hyperparameters": hp}).json()
+        seen = 0
+        for attempt in range(1, 4):  # each delivery trains a step, then dies as an OOM kill would make it
+            deadline = time.time() + 120
+            while not (c.get(f"/v1/jobs/{job['id']}").json()["attempts"] == attempt
+                       and len(loss_steps(events(c, job["id"]))) > seen):
+                assert time.time() < deadline, f"attempt {attempt} never trained"
+                time.sleep(0.3)
+            os.kill(training_child(system), signal.SIGKILL)
+            seen = len(loss_steps(events(c, job["id"])))
+        done = wait_status(c, job["id"], FINISHED, timeout=180)
+    assert done["status"] == "failed" and "lost 3 times" in done["reason"], done
+    assert done["attempts"] == 3
