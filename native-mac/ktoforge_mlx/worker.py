@@ -43,6 +43,8 @@ def _reporter(ctx: JobContext, path: Path):
 
 
 def train(ctx: JobContext) -> None:
+    import mlx.core as mx
+
     from ktoforge_mlx.convert import to_peft
     from ktoforge_mlx.data import batches, collate, prepare
     from ktoforge_mlx.kto import KTOSettings
@@ -59,6 +61,7 @@ def train(ctx: JobContext) -> None:
     if not train_rows:
         raise ValueError(f"no training row has a prompt shorter than max_length={hp.max_length}")
     params = lora_parameters(model, job.lora)
+    mx.random.seed(hp.seed)  # the LoRA initialisation is the job's, reproducible
     add_lora(model, params)
     if hp.gradient_checkpointing:
         enable_grad_checkpointing(model)

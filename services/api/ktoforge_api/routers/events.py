@@ -33,8 +33,8 @@ async def job_events(
     request: Request,
     after: Annotated[str | None, Query(pattern=CURSOR, description="Return events after this event id")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    last_event_id: Annotated[str | None, Header(pattern=CURSOR)] = None,
-):
+    last_event_id: Annotated[str | None, Header(pattern=CURSOR, description="SSE resume cursor")] = None,
+) -> EventPage | StreamingResponse:
     """Events after the cursor, oldest first."""
     if "text/event-stream" in request.headers.get("accept", ""):
         return StreamingResponse(_sse(store, job.id, last_event_id or after, request),

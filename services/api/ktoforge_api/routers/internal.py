@@ -6,8 +6,6 @@ user cannot plant an artifact in someone's job.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.responses import FileResponse
 
@@ -37,5 +35,5 @@ async def upload_artifact(job: JobDep, name: str, request: Request, storage: Sto
         tmp, _, size = await storage.receive(request.stream(), 64 * settings.max_upload_mb * 1024 * 1024)
     except TooLarge as exc:
         raise HTTPException(413, detail=str(exc))
-    storage.commit_artifact(Path(tmp), target)
+    storage.commit_artifact(tmp, target)
     return Artifact(name=name, size=size)
