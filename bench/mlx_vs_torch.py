@@ -41,13 +41,13 @@ def mlx_steps(pair, rows: int) -> tuple[Callable[[], None], Callable[[], None], 
     from mlx_lm.tuner.trainer import default_loss
 
     from ktoforge_mlx.data import collate
-    from ktoforge_mlx.kto import KTOSettings, kto_loss
+    from ktoforge_mlx.kto import KTOSettings, fixed_terms, kto_loss
 
     model = pair.mlx_model
     model.train()
     batch = collate(pair.mlx_rows[:rows], pad_id=0, max_length=MAX_LENGTH)
     cfg = KTOSettings()
-    kto_grad = nn.value_and_grad(model, lambda m, b: kto_loss(m, b, cfg)[0])
+    kto_grad = nn.value_and_grad(model, lambda m, b, fixed: kto_loss(m, b, cfg, fixed)[0])
     sft_grad = nn.value_and_grad(model, lambda m, b, lengths: default_loss(m, b, lengths)[0])
     prompt_lens = [min(len(r.prompt_ids), MAX_LENGTH) for r in pair.mlx_rows[:rows]]
     full_lens = [min(len(r.prompt_ids) + len(r.completion_ids), MAX_LENGTH) for r in pair.mlx_rows[:rows]]
@@ -55,7 +55,9 @@ def mlx_steps(pair, rows: int) -> tuple[Callable[[], None], Callable[[], None], 
     opt = optim.AdamW(learning_rate=1e-4, weight_decay=0.0, bias_correction=True)
 
     def kto_step() -> None:
-        _, grads = kto_grad(model, batch)
+        fixed = fixed_terms(model, batch, cfg)  # as the trainer does: no-grad passes evaluated first
+        mx.eval(fixed)
+        _, grads = kto_grad(model, batch, fixed)
         opt.update(model, grads)
         mx.eval(model.trainable_parameters(), opt.state)
 

@@ -63,26 +63,44 @@ def sequence_logps(model: nn.Module, input_ids: mx.array, completion_mask: mx.ar
     return mx.where(completion_mask[:, 1:] > 0, per_token, 0.0).sum(-1)
 
 
-def reference_logps(model: nn.Module, input_ids: mx.array, completion_mask: mx.array) -> mx.array:
+def _stacked(a: mx.array, b: mx.array) -> mx.array:
+    """Two right-padded batches as one (zero-padded to the longer width): one forward instead of two."""
+    width = max(a.shape[1], b.shape[1])
+    pad = lambda x: mx.pad(x, [(0, 0), (0, width - x.shape[1])])  # noqa: E731
+    return mx.concatenate([pad(a), pad(b)], axis=0)
+
+
+def fixed_terms(model: nn.Module, batch: Batch, cfg: KTOSettings) -> dict[str, mx.array]:
+    """What needs no gradient: reference logps of the batch and the clamped KL estimate.
+
+    Computed outside the differentiated function so their graphs are freed before the backward pass.
+    The reference sees the batch and the KL batch stacked in one forward.
+    """
+    n = batch["input_ids"].shape[0]
+    if not cfg.calculate_kl:
+        with lora_disabled(model):
+            return {"ref_logps": sequence_logps(model, batch["input_ids"], batch["completion_mask"]),
+                    "kl": mx.array(0.0)}
     with lora_disabled(model):
-        return mx.stop_gradient(sequence_logps(model, input_ids, completion_mask))
+        ref = sequence_logps(model, _stacked(batch["input_ids"], batch["KL_input_ids"]),
+                             _stacked(batch["completion_mask"], batch["KL_completion_mask"]))
+    kl_policy = sequence_logps(model, batch["KL_input_ids"], batch["KL_completion_mask"])
+    kl = mx.maximum(mx.mean(kl_policy - ref[n:]), 0.0)
+    return {"ref_logps": ref[:n], "kl": kl}
 
 
-def kto_loss(model: nn.Module, batch: Batch, cfg: KTOSettings) -> tuple[mx.array, dict[str, mx.array]]:
+def kto_loss(model: nn.Module, batch: Batch, cfg: KTOSettings,
+             fixed: dict[str, mx.array] | None = None) -> tuple[mx.array, dict[str, mx.array]]:
     """Mean weighted KTO loss of one batch, and the sums TRL's metrics are made of.
 
     ``batch`` holds input_ids, completion_mask, label (bool) and, for ``kto``, KL_input_ids and
     KL_completion_mask: each completion paired with the previous row's prompt (TRL's +1 rotation).
+    ``fixed`` is fixed_terms(model, batch, cfg), computed here when not given.
     """
+    fixed = fixed_terms(model, batch, cfg) if fixed is None else fixed
+    kl, ref_logps = mx.stop_gradient(fixed["kl"]), mx.stop_gradient(fixed["ref_logps"])
     labels = batch["label"]
-    if cfg.calculate_kl:
-        kl_policy = mx.stop_gradient(sequence_logps(model, batch["KL_input_ids"], batch["KL_completion_mask"]))
-        kl_ref = reference_logps(model, batch["KL_input_ids"], batch["KL_completion_mask"])
-        kl = mx.maximum(mx.mean(kl_policy - kl_ref), 0.0)
-    else:
-        kl = mx.array(0.0)
     logps = sequence_logps(model, batch["input_ids"], batch["completion_mask"])
-    ref_logps = reference_logps(model, batch["input_ids"], batch["completion_mask"])
     logratios = logps - ref_logps
     if cfg.loss_type == "kto":
         chosen_losses = 1 - mx.sigmoid(cfg.beta * (logratios - kl))

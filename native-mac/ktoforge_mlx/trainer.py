@@ -23,7 +23,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from ktoforge_mlx.kto import Batch, KTOSettings, average_metrics, batch_metrics, kto_loss
+from ktoforge_mlx.kto import Batch, KTOSettings, average_metrics, batch_metrics, fixed_terms, kto_loss
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -93,10 +93,12 @@ def enable_grad_checkpointing(model: nn.Module) -> None:
 
 def accumulate_grads(model: nn.Module, batches: list[Batch], cfg: KTOSettings) -> tuple[Any, list[dict[str, float]]]:
     """Gradient of the mean micro-batch loss over ``batches``, and each batch's TRL metrics."""
-    loss_and_grad = nn.value_and_grad(model, lambda m, b: kto_loss(m, b, cfg))
+    loss_and_grad = nn.value_and_grad(model, lambda m, b, fixed: kto_loss(m, b, cfg, fixed))
     total, metrics = None, []
     for batch in batches:
-        (loss, aux), grads = loss_and_grad(model, batch)
+        fixed = fixed_terms(model, batch, cfg)
+        mx.eval(fixed)
+        (loss, aux), grads = loss_and_grad(model, batch, fixed)
         grads = tree_map(lambda g: g / len(batches), grads)
         total = grads if total is None else tree_map(mx.add, total, grads)
         mx.eval(total, loss, aux)

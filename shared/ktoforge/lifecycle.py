@@ -16,6 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
 
 from ktoforge.jobs import TERMINAL, JobNotFound, JobStore
 from ktoforge.schemas import Job, JobStatus
@@ -70,6 +73,16 @@ class _Heartbeat(threading.Thread):
                     return
             except Exception:  # Redis restarting: keep trying until the lease would have expired
                 log.warning("heartbeat of job %s failed; retrying", job_id)
+
+
+def failure_reason(exc: BaseException, settings: Settings) -> str:
+    """What the user reads on a failed job: type and message, no traceback, no secret of ours in it."""
+    reason = f"{type(exc).__name__}: {exc}"
+    secrets = [v.get_secret_value() for v in settings.__dict__.values() if isinstance(v, SecretStr)]
+    secrets.append(urlsplit(settings.redis_url).password)
+    for secret in filter(None, secrets):
+        reason = reason.replace(secret, "***")
+    return reason[:2000]
 
 
 def _acquire(store: JobStore, job_id: str, owner: str, settings: Settings) -> bool:
@@ -145,4 +158,4 @@ def _run_leased(store: JobStore, settings: Settings, job_id: str, train: TrainFn
         store.transition(job_id, JobStatus.succeeded)
     except Exception as exc:  # the job fails with a reason; the worker lives on for the next job
         log.exception("job %s failed", job_id)
-        store.transition(job_id, JobStatus.failed, reason=f"{type(exc).__name__}: {exc}"[:2000])
+        store.transition(job_id, JobStatus.failed, reason=failure_reason(exc, settings))

@@ -45,6 +45,29 @@ def resolve(model: str, cache_dir: Path) -> str:
     return model
 
 
+def check_hub_access(model_id: str, token: str | None) -> None:
+    """Fail before any download with a reason a user can act on (network, unknown repo, gated without token).
+
+    Skipped offline (HF_HUB_OFFLINE=1): the model must then be in the local cache, and loading says so if not.
+    """
+    from huggingface_hub import constants, model_info
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    try:
+        model_info(model_id, token=token, timeout=30)
+    except GatedRepoError as exc:
+        raise ModelError(f"{model_id} is gated: accept its licence on huggingface.co and set KTOFORGE_HF_TOKEN "
+                         "to a token of that account") from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelError(f"{model_id} is not on the Hugging Face hub (or is private and KTOFORGE_HF_TOKEN "
+                         "has no access to it)") from exc
+    except Exception as exc:  # no network, DNS, proxy, hub down: all mean the same to the user
+        raise ModelError(f"cannot reach the Hugging Face hub for {model_id} ({type(exc).__name__}: {exc}); "
+                         "check the worker's network, or pre-fill its HF cache and set HF_HUB_OFFLINE=1") from exc
+
+
 def tokenizer_dir(model: str, cache_dir: Path) -> Path | None:
     """A local folder with the model's tokenizer, or None where only the hub has it (no download here)."""
     kind = check_model(model)

@@ -85,3 +85,13 @@ def test_cors_is_closed_unless_origins_are_listed(kf_env, monkeypatch):
     assert app.options("/v1/jobs", headers=preflight).headers["access-control-allow-origin"] == "http://ui.example"
     other = app.options("/v1/jobs", headers={**preflight, "Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_every_v1_route_needs_a_key(anon: TestClient):
+    paths = anon.get("/openapi.json").json()["paths"]
+    routes = [(method, path) for path, ops in paths.items() if path.startswith("/v1/") for method in ops]
+    assert len(routes) >= 11
+    for method, path in routes:
+        url = path.format(job_id="0" * 32, dataset_id="0" * 64, name="x.bin")
+        r = anon.request(method.upper(), url)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (method, path, r.status_code)

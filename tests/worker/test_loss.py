@@ -12,7 +12,7 @@ from ktoforge_worker.train import build_trainer
 def completion_logp(model, prompt_ids: list[int], completion_ids: list[int]) -> torch.Tensor:
     """Sum of log p(completion token | everything before it), on the unpadded sequence."""
     ids = torch.tensor([prompt_ids + completion_ids])
-    logps = torch.log_softmax(model(ids).logits[0, :-1].double(), -1)
+    logps = torch.log_softmax(model(ids).logits[0, :-1], -1)
     targets = ids[0, 1:]
     token_logps = logps.gather(-1, targets[:, None])[:, 0]
     return token_logps[len(prompt_ids) - 1:].sum()
@@ -23,14 +23,15 @@ def test_one_batch_loss_matches_the_kto_formula(make_ctx, loss_type):
     beta, w_d, w_u, n = 0.5, 1.3, 0.7, 4
     ctx = make_ctx(max_length=32768, per_device_train_batch_size=n, beta=beta, loss_type=loss_type,
                    desirable_weight=w_d, undesirable_weight=w_u, lora={"lora_dropout": 0.0})
+    torch.manual_seed(0)  # LoRA A init inside KTOTrainer draws from the global generator
     trainer, _, _ = build_trainer(ctx)
     model = trainer.model
     assert "ref" not in model.peft_config  # TRL made the PEFT model itself: the reference is the adapter-less base
-    torch.manual_seed(0)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.05)  # policy != reference from the first step
+    model.double()  # both computations in float64: the comparison tests the formula, not float32 rounding
 
     rows = [trainer.train_dataset[i] for i in range(n)]  # the sequential sampler's first batch
     labels = torch.tensor([r["label"] for r in rows])

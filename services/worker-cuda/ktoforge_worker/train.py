@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ktoforge.lifecycle import JobContext
-from ktoforge.models import resolve
+from ktoforge.models import check_hub_access, check_model, resolve
 from ktoforge_worker.loading import load, tokenizer_files
 
 
@@ -48,6 +48,8 @@ def build_trainer(ctx: JobContext) -> tuple[Any, Any, dict[str, Any]]:
     from ktoforge_worker.data import prepare
 
     settings, job = ctx.settings, ctx.job
+    if check_model(job.model) == "hub":
+        check_hub_access(job.model, settings.hf_token.get_secret_value() or None)
     model_ref = resolve(job.model, settings.model_cache_dir)
     model, tokenizer, peft_config = load(model_ref, job, settings)
     train_ds, eval_ds, weights = prepare(ctx.dataset_path, tokenizer_files(model_ref, settings), job.hyperparameters)
