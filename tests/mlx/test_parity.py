@@ -60,8 +60,10 @@ def test_first_batch_equals_trl(pair_factory, loss_type: str) -> None:
     metrics = batch_metrics(loss.item(), {k: v.item() for k, v in aux.items()})
 
     assert abs(metrics["loss"] - trl_loss) <= 1e-4
-    for key in ("kl", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected"):
+    for key in ("kl", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected"):
         assert abs(metrics[key] - trl_metrics[key]) <= 1e-4 * max(1.0, abs(trl_metrics[key])), key
+    # the difference of two values each within 1e-4
+    assert abs(metrics["rewards/margins"] - trl_metrics["rewards/margins"]) <= 2e-4
     if loss_type == "kto":
         assert trl_metrics["kl"] > 0  # B ≠ 0: the KL term is really exercised, not clamped to 0
     assert len(trl_grads) == 28

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ktoforge.jobs import JobStore
 from ktoforge.lifecycle import JobContext
 from ktoforge.schemas import JobCreate, JobStatus
 from ktoforge.settings import get_settings
+from tests.conftest import free_port
 
 
 def subset(reference: Path, dest: Path, n: int) -> Path:
@@ -39,3 +46,56 @@ def make_ctx(kf_env, redis_client, reference_dataset, tmp_path):
 
     yield make
     shutil.rmtree(tmp_path / "job", ignore_errors=True)
+
+
+USER = {"Authorization": "Bearer test-api-key"}
+
+
+@pytest.fixture()
+def api(kf_env, redis_client, monkeypatch, tmp_path) -> Iterator[str]:
+    """A uvicorn API process on a free port; the worker settings point at it (short lease for the tests)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    for key, value in {"KTOFORGE_API_URL": url, "KTOFORGE_LEASE_TTL_S": "1", "KTOFORGE_HEARTBEAT_INTERVAL_S": "0.2"}.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    log = (tmp_path / "api.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "ktoforge_api.main:app", "--host", "127.0.0.1",
+                             "--port", str(port)], env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail((tmp_path / "api.log").read_text())
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture()
+def dataset_id(api, reference_dataset, tmp_path) -> str:
+    """A small balanced dataset uploaded through the API."""
+    path = subset(reference_dataset, tmp_path / "small.jsonl", 8)
+    with path.open("rb") as fh:
+        r = httpx.post(f"{api}/v1/datasets", headers=USER, files={"file": ("small.jsonl", fh, "application/jsonl")})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+@pytest.fixture()
+def new_job(dataset_id):
+    """(store, make): make creates a queued job on the uploaded dataset (not enqueued: the test runs it)."""
+    store = JobStore.from_url(get_settings().redis_url)
+
+    def make(model: str = "builtin:tiny-mistral", **hyper) -> str:
+        hp = {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 128,
+              "save_steps": 10, "gradient_checkpointing": False, **hyper}
+        job, _ = store.create(JobCreate(dataset_id=dataset_id, model=model, hyperparameters=hp))
+        return job.id
+
+    return store, make

@@ -2,68 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import pytest
-
-from ktoforge.jobs import JobStore
 from ktoforge.lifecycle import JobContext, run_job
-from ktoforge.schemas import JobCreate, JobStatus
+from ktoforge.schemas import JobStatus
 from ktoforge.settings import get_settings
-from tests.conftest import free_port
-from tests.worker.conftest import subset
-
-USER = {"Authorization": "Bearer test-api-key"}
-
-
-@pytest.fixture()
-def api(kf_env, redis_client, monkeypatch, tmp_path) -> Iterator[str]:
-    """A uvicorn API process on a free port; the worker settings point at it (short lease for the tests)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    for key, value in {"KTOFORGE_API_URL": url, "KTOFORGE_LEASE_TTL_S": "1", "KTOFORGE_HEARTBEAT_INTERVAL_S": "0.2"}.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    log = (tmp_path / "api.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "ktoforge_api.main:app", "--host", "127.0.0.1",
-                             "--port", str(port)], env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail((tmp_path / "api.log").read_text())
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@pytest.fixture()
-def new_job(api, reference_dataset, tmp_path):
-    """Upload a small dataset through the API and create a queued job on it (not enqueued: we run it here)."""
-    path = subset(reference_dataset, tmp_path / "small.jsonl", 8)
-    with path.open("rb") as fh:
-        r = httpx.post(f"{api}/v1/datasets", headers=USER, files={"file": ("small.jsonl", fh, "application/jsonl")})
-    assert r.status_code == 201, r.text
-    store = JobStore.from_url(get_settings().redis_url)
-
-    def make(**hyper) -> str:
-        hp = {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 128,
-              "save_steps": 10, "gradient_checkpointing": False, **hyper}
-        job, _ = store.create(JobCreate(dataset_id=r.json()["id"], hyperparameters=hp))
-        return job.id
-
-    return store, make
 
 
 class Recorder:
@@ -134,14 +78,25 @@ def test_a_running_job_whose_worker_died_is_resumed(new_job):
     assert (Path(get_settings().data_dir) / "artifacts" / job_id / "result.txt").read_text() == "trained"
 
 
-def test_a_training_error_fails_the_job_with_its_reason(new_job):
+def test_a_training_error_fails_the_job_with_its_reason_and_no_secret(new_job):
     store, make = new_job
     job_id = make()
-    run_job(job_id, "cuda", Recorder(ValueError("max_length 8 is shorter than every prompt")))
+    run_job(job_id, "cuda", Recorder(ValueError("max_length 8 is too short (token test-worker-token)")))
     job = store.get(job_id)
     assert job.status == JobStatus.failed
-    assert job.reason == "ValueError: max_length 8 is shorter than every prompt"
+    assert job.reason == "ValueError: max_length 8 is too short (token ***)"
     assert store.lease_holder(job_id) is None
+
+
+def test_an_unreachable_hub_model_fails_before_loading(new_job):
+    from ktoforge_worker.train import train
+
+    store, make = new_job
+    job_id = make(model="ktoforge-tests/no-such-model")
+    run_job(job_id, "cuda", train)
+    job = store.get(job_id)
+    assert job.status == JobStatus.failed and job.reason.startswith("ModelError: ")
+    assert "ktoforge-tests/no-such-model" in job.reason
 
 
 def test_cancel_during_training_ends_cancelled_without_artifacts(new_job):
