@@ -18,7 +18,7 @@ import numpy as np
 
 from ktoforge.dataset import ChatTemplate, Example, load_examples, render_row
 from ktoforge.dataset.split import split
-from ktoforge.dataset.weights import recommended_weights
+from ktoforge.dataset.weights import resolve_weights
 from ktoforge.schemas import Hyperparameters
 
 Encode = Callable[[str], list[int]]
@@ -92,16 +92,6 @@ def collate(rows: list[Row], pad_id: int, max_length: int) -> dict[str, mx.array
 def batches(rows: list[Row], batch_size: int) -> list[list[Row]]:
     """Consecutive batches in dataset order (TRL's sequential sampler; the last one may be short)."""
     return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
-
-
-def resolve_weights(hp: Hyperparameters, examples: list[Example]) -> dict[str, float]:
-    """Explicit weights as given; 'auto' from the training rows' label counts (as the torch worker does)."""
-    n_d = sum(e.label for e in examples)
-    auto_d, auto_u = recommended_weights(n_d, len(examples) - n_d)
-    return {
-        "desirable_weight": auto_d if hp.desirable_weight == "auto" else float(hp.desirable_weight),
-        "undesirable_weight": auto_u if hp.undesirable_weight == "auto" else float(hp.undesirable_weight),
-    }
 
 
 def prepare(dataset_path: Path, template_dir: Path, encode: Encode,

@@ -17,7 +17,7 @@ import numpy as np
 
 BUILTIN_PREFIX = "builtin:"
 TINY_MISTRAL = "builtin:tiny-mistral"
-VERSION = "1"
+VERSION = "2"
 
 CONFIG = {
     "architectures": ["MistralForCausalLM"],
@@ -99,12 +99,17 @@ def _write_tokenizer(out: Path) -> None:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(_CORPUS.splitlines() * 4, trainer=trainer)
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    # Like Mistral's tokenizer, plain encoding adds BOS: code that tokenizes chat-template text (which already
+    # starts with BOS) must pass add_special_tokens=False, and tests catch it if it doesn't.
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]),
+    ])
     tok.save(str(out / "tokenizer.json"))
     (out / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>",
-        "add_bos_token": False, "add_eos_token": False, "model_max_length": 4096,
+        "add_bos_token": True, "add_eos_token": False, "model_max_length": 4096,
         "chat_template": CHAT_TEMPLATE,
     }, indent=2))
     (out / "special_tokens_map.json").write_text(json.dumps(

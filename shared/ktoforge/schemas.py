@@ -44,7 +44,7 @@ class Hyperparameters(BaseModel):
     loss_type: Literal["kto", "apo_zero_unpaired"] = Field("kto", description="TRL's KTO loss variant.")
     seed: int = Field(42, ge=0, le=2**31 - 1, description="Seed for initialisation, shuffling and the eval split.")
     save_steps: int = Field(50, ge=1, le=1_000_000, description="Checkpoint every this many optimizer steps.")
-    warmup_ratio: float = Field(0.1, ge=0, le=1, description="Fraction of steps spent warming the learning rate up.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Fraction of steps spent warming the learning rate up.")
     lr_scheduler_type: Literal["cosine", "linear", "constant"] = Field("cosine", description="Learning-rate schedule.")
     logging_steps: int = Field(1, ge=1, le=10_000, description="Emit metrics every this many optimizer steps.")
     gradient_checkpointing: bool = Field(True, description="Trade compute for memory (needed for 7B on 8 GB).")

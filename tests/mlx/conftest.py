@@ -24,17 +24,13 @@ class Pair:
     lora_params: dict
 
 
-def texts(dataset: Path, model_dir: Path) -> tuple[list, list[dict]]:
-    """The first ROWS examples and their rendering by the shared pipeline (what the torch worker feeds TRL)."""
-    from ktoforge.dataset import ChatTemplate, load_examples, render_row
+def texts(dataset: Path, model_dir: Path) -> tuple[list, Any]:
+    """The first ROWS examples, and the TRL dataset the torch worker builds from them."""
+    from ktoforge.dataset import ChatTemplate, load_examples
+    from ktoforge_worker.data import to_dataset
 
-    template = ChatTemplate.from_dir(model_dir)
     examples = load_examples(dataset)[:ROWS]
-    rows = []
-    for e in examples:
-        prompt, completion = render_row(e.prompt, e.completion, template)
-        rows.append({"prompt": prompt, "completion": completion, "label": e.label})
-    return examples, rows
+    return examples, to_dataset(examples, ChatTemplate.from_dir(model_dir))
 
 
 def copy_lora(peft_model: Any, mlx_model: Any) -> None:
@@ -58,7 +54,6 @@ def make_pair(dataset: Path, model_dir: Path, out: Path, loss_type: str = "kto",
     """``warm_steps`` of TRL training first (lr 5e-2) move the policy where the KL estimate is positive."""
     import mlx_lm
     import torch
-    from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import KTOConfig, KTOTrainer
@@ -73,7 +68,7 @@ def make_pair(dataset: Path, model_dir: Path, out: Path, loss_type: str = "kto",
     args = KTOConfig(output_dir=str(out), bf16=False, use_cpu=True, report_to=[], per_device_train_batch_size=BATCH,
                      max_length=MAX_LENGTH, loss_type=loss_type, gradient_checkpointing=False,
                      lr_scheduler_type="constant", logging_steps=1, save_strategy="no", seed=0, **kto_kwargs)
-    trainer = KTOTrainer(model=base, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+    trainer = KTOTrainer(model=base, args=args, train_dataset=rows, processing_class=tokenizer,
                          peft_config=LoraConfig(target_modules=list(LORA_TARGETS), **LORA))
     torch.manual_seed(1)
     with torch.no_grad():  # B ≠ 0 so that policy ≠ reference from the first step

@@ -40,7 +40,7 @@ def test_first_batch_equals_trl(pair_factory, loss_type: str) -> None:
     from ktoforge_mlx.data import collate
     from ktoforge_mlx.kto import KTOSettings, batch_metrics, kto_loss
 
-    pair = pair_factory(loss_type=loss_type, warm_steps=3, desirable_weight=1.0, undesirable_weight=1.5, beta=0.3)
+    pair = pair_factory(loss_type=loss_type, warm_steps=5, desirable_weight=1.0, undesirable_weight=1.5, beta=0.3)
     batch, trl_loss, trl_metrics, trl_grads = trl_first_batch(pair.trainer)
 
     ours = collate(pair.mlx_rows[:BATCH], pad_id=0, max_length=192)

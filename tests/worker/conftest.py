@@ -1,4 +1,4 @@
-"""A real JobContext for the torch train function: real job store, real files, no API needed."""
+"""Worker test fixtures: a real JobContext (real job store and files), and a real API process with a dataset."""
 
 from __future__ import annotations
 
@@ -20,18 +20,18 @@ from ktoforge.settings import get_settings
 from tests.conftest import free_port
 
 
-def subset(reference: Path, dest: Path, n: int) -> Path:
-    """The first n desirable and n undesirable rows of the reference file."""
+def subset(reference: Path, dest: Path, n: int, n_undesirable: int | None = None) -> Path:
+    """The first n desirable and n (or n_undesirable) undesirable rows of the reference file."""
     pos, neg = [], []
     for line in reference.read_text().splitlines():
         (pos if '"label": true' in line else neg).append(line)
-    dest.write_text("\n".join(pos[:n] + neg[:n]) + "\n")
+    dest.write_text("\n".join(pos[:n] + neg[:n if n_undesirable is None else n_undesirable]) + "\n")
     return dest
 
 
 @pytest.fixture()
 def make_ctx(kf_env, redis_client, reference_dataset, tmp_path):
-    def make(n_rows: int = 8, lora: dict | None = None, **hyper) -> JobContext:
+    def make(n_rows: int = 8, lora: dict | None = None, n_undesirable: int | None = None, **hyper) -> JobContext:
         store = JobStore.from_url(kf_env["KTOFORGE_REDIS_URL"])
         hp = {"max_steps": 3, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
               "max_length": 192, "save_steps": 2, "learning_rate": 1e-2, "gradient_checkpointing": False, **hyper}
@@ -39,7 +39,7 @@ def make_ctx(kf_env, redis_client, reference_dataset, tmp_path):
         store.transition(job.id, JobStatus.running)
         root = tmp_path / "job"
         ctx = JobContext(store.get(job.id), store, get_settings(), subset(reference_dataset, tmp_path / "d.jsonl",
-                         n_rows), root / "output", root / "checkpoints")
+                         n_rows, n_undesirable), root / "output", root / "checkpoints")
         ctx.output_dir.mkdir(parents=True)
         ctx.checkpoint_dir.mkdir(parents=True)
         return ctx
@@ -56,7 +56,8 @@ def api(kf_env, redis_client, monkeypatch, tmp_path) -> Iterator[str]:
     """A uvicorn API process on a free port; the worker settings point at it (short lease for the tests)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    for key, value in {"KTOFORGE_API_URL": url, "KTOFORGE_LEASE_TTL_S": "1", "KTOFORGE_HEARTBEAT_INTERVAL_S": "0.2"}.items():
+    env = {"KTOFORGE_API_URL": url, "KTOFORGE_LEASE_TTL_S": "1", "KTOFORGE_HEARTBEAT_INTERVAL_S": "0.2"}
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     log = (tmp_path / "api.log").open("w")

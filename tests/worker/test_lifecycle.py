@@ -111,3 +111,19 @@ def test_cancel_during_training_ends_cancelled_without_artifacts(new_job):
     run_job(job_id, "cuda", train)
     assert store.get(job_id).status == JobStatus.cancelled
     assert not (Path(get_settings().data_dir) / "artifacts" / job_id).exists()
+
+
+def test_the_heartbeat_keeps_the_lease_through_a_long_step(new_job):
+    store, make = new_job
+    job_id = make()
+    seen: list[tuple[str | None, float | None]] = []
+
+    def train(ctx: JobContext) -> None:
+        time.sleep(3 * ctx.settings.lease_ttl_s)  # one slow step: longer than the lease lives unrenewed
+        seen.append((store.lease_holder(job_id), store.heartbeat_age(job_id)))
+        assert not ctx.should_stop()
+
+    run_job(job_id, "cuda", train)
+    (holder, age), = seen
+    assert holder is not None and age is not None and age < 1
+    assert store.get(job_id).status == JobStatus.succeeded and store.lease_holder(job_id) is None

@@ -57,7 +57,7 @@ def test_training_text_is_the_chat_template(make_ctx, tiny_model_dir):
 
 def test_cancel_flag_stops_within_a_step(make_ctx):
     ctx = make_ctx(max_steps=50)
-    ctx.store.r.set(f"kf:cancel:{ctx.job.id}", "1")
+    ctx.store.request_cancel(ctx.job.id)  # the job is running: this sets the flag the callback checks
     train(ctx)
     steps = [e.data["step"] for e in ctx.store.events(ctx.job.id, None, 100) if e.type == "metrics"]
     assert max(steps) == 1
@@ -73,5 +73,15 @@ def test_resume_continues_from_last_checkpoint(make_ctx, loss_type):
     train(ctx)  # a second delivery of the same job: continues from checkpoint-2
     logs = [e.data for e in ctx.store.events(ctx.job.id, None, 100) if e.type == "log"]
     assert logs == [{"message": "resuming from checkpoint", "resumed_from_step": 2}]
-    steps = [e.data["step"] for e in ctx.store.events(ctx.job.id, None, 100) if e.type == "metrics" and "loss" in e.data]
+    metrics = [e.data for e in ctx.store.events(ctx.job.id, None, 100) if e.type == "metrics"]
+    steps = [m["step"] for m in metrics if "loss" in m]
     assert steps == [1, 2, 3, 4]
+
+
+def test_auto_weights_balance_an_unbalanced_dataset(make_ctx):
+    ctx = make_ctx(n_rows=12, n_undesirable=4)  # 3:1 desirable
+    trainer, _, resolved = build_trainer(ctx)
+    w_d, w_u = trainer.args.desirable_weight, trainer.args.undesirable_weight
+    assert resolved["resolved_weights"] == {"desirable_weight": w_d, "undesirable_weight": w_u}
+    assert 1 <= w_d * 12 / (w_u * 4) <= 4 / 3
+    assert resolved["kto_config"]["undesirable_weight"] == w_u

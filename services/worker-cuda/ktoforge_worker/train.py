@@ -25,7 +25,8 @@ def kto_config(ctx: JobContext, weights: dict[str, float], has_eval: bool) -> An
     return KTOConfig(
         output_dir=str(ctx.checkpoint_dir), beta=hp.beta, loss_type=hp.loss_type, max_length=hp.max_length,
         learning_rate=hp.learning_rate, lr_scheduler_type=hp.lr_scheduler_type, warmup_steps=hp.warmup_ratio,
-        per_device_train_batch_size=hp.per_device_train_batch_size, per_device_eval_batch_size=hp.per_device_train_batch_size,
+        per_device_train_batch_size=hp.per_device_train_batch_size,
+        per_device_eval_batch_size=hp.per_device_train_batch_size,
         gradient_accumulation_steps=hp.gradient_accumulation_steps, num_train_epochs=hp.num_train_epochs,
         max_steps=hp.max_steps, seed=hp.seed, save_strategy="steps", save_steps=hp.save_steps, save_total_limit=2,
         logging_steps=hp.logging_steps, eval_strategy="steps" if has_eval else "no", eval_steps=hp.save_steps,

@@ -98,10 +98,15 @@ def merge_system(messages: list[Message]) -> list[Message]:
     return out
 
 
+def template_messages(prompt: list[Message], completion: Message,
+                      template: ChatTemplate) -> tuple[list[Message], Message]:
+    """The turns exactly as the template receives them (system text merged where it has no system role)."""
+    return (prompt if template.system_role else merge_system(prompt)), completion
+
+
 def render_row(prompt: list[Message], completion: Message, template: ChatTemplate) -> tuple[str, str]:
     """(prompt text, completion text) such that their concatenation is template(prompt + completion)."""
-    if not template.system_role:
-        prompt = merge_system(prompt)
+    prompt, completion = template_messages(prompt, completion, template)
     prompt_text = template.render(prompt, add_generation_prompt=True)
     full = template.render([*prompt, completion])
     if not full.startswith(prompt_text):

@@ -7,6 +7,11 @@ in the middle of that range (7/6): weights never shrink the signal of the minori
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from ktoforge.dataset.examples import Example
+from ktoforge.schemas import Hyperparameters
+
 TARGET_RATIO = 7 / 6  # middle of [1, 4/3]
 
 
@@ -24,3 +29,13 @@ def recommended_weights(n_desirable: int, n_undesirable: int) -> tuple[float, fl
 
 def weight_ratio(w_d: float, w_u: float, n_desirable: int, n_undesirable: int) -> float:
     return (w_d * n_desirable) / (w_u * max(n_undesirable, 1))
+
+
+def resolve_weights(hp: Hyperparameters, train: Sequence[Example]) -> dict[str, float]:
+    """A job's weights for both backends: explicit values as given, 'auto' from the training rows' labels."""
+    n_d = sum(e.label for e in train)
+    auto_d, auto_u = recommended_weights(n_d, len(train) - n_d)
+    return {
+        "desirable_weight": auto_d if hp.desirable_weight == "auto" else float(hp.desirable_weight),
+        "undesirable_weight": auto_u if hp.undesirable_weight == "auto" else float(hp.undesirable_weight),
+    }
