@@ -12,7 +12,7 @@ pytest.importorskip("mlx.core")
 
 ROWS = 8
 BATCH = 4
-MAX_LENGTH = 192
+MAX_LENGTH = 128
 LORA = {"r": 4, "lora_alpha": 8.0, "lora_dropout": 0.0}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.mlx.conftest import BATCH
+from tests.mlx.conftest import BATCH, MAX_LENGTH
 
 pytest.importorskip("trl")
 
@@ -43,7 +43,7 @@ def test_first_batch_equals_trl(pair_factory, loss_type: str) -> None:
     pair = pair_factory(loss_type=loss_type, warm_steps=5, desirable_weight=1.0, undesirable_weight=1.5, beta=0.3)
     batch, trl_loss, trl_metrics, trl_grads = trl_first_batch(pair.trainer)
 
-    ours = collate(pair.mlx_rows[:BATCH], pad_id=0, max_length=192)
+    ours = collate(pair.mlx_rows[:BATCH], pad_id=0, max_length=MAX_LENGTH)
     # The same token ids: our tokenization of the shared rendering is TRL's.
     mask = batch["attention_mask"].numpy().astype(bool)
     assert np.array_equal(np.array(ours["input_ids"])[mask[:, : ours["input_ids"].shape[1]]],
@@ -84,7 +84,7 @@ def test_ten_adam_steps_equal_trl(pair_factory) -> None:
     pair.trainer.train()
     trl_logs = [h for h in pair.trainer.state.log_history if "kl" in h]
 
-    chunks = [collate(b, pad_id=0, max_length=192) for b in batches(pair.mlx_rows, BATCH)]
+    chunks = [collate(b, pad_id=0, max_length=MAX_LENGTH) for b in batches(pair.mlx_rows, BATCH)]
     plan = Plan.of(len(chunks), 2, epochs=1.0, max_steps=10, learning_rate=1e-2, lr_scheduler_type="constant")
     logs: list[dict] = []
     steps = train(pair.mlx_model, make_optimizer(plan), chunks.__getitem__, KTOSettings(beta=0.1), plan, logs.append)
