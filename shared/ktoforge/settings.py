@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Settings shared by every service; a field's description is its documentation."""
 
-    model_config = SettingsConfigDict(env_prefix="KTOFORGE_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="KTOFORGE_", env_file=".env", extra="ignore")
 
     api_key: SecretStr = Field(
         SecretStr("dev-api-key"), description="Bearer key users send to every /v1 route."
