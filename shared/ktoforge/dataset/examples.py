@@ -1,17 +1,23 @@
 """Reading a JSONL file into normalised examples: prompt turns, the completion turn, the label.
 
-Streams the file line by line so memory stays flat on large files.
+Streams the file line by line (bytes, decoded per line) so memory stays flat on large files and a
+non-UTF-8 byte is an error of its line, not of the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ktoforge.dataset.formats import (RowError, check_alternation, detect, invalid_tool_args, label_of,
+                                      messages_of, turns)
+
 Message = dict[str, Any]
+MAX_LINE_BYTES = 16 << 20  # a longer line is refused: no single conversation is 16 MiB of text
 
 
 @dataclass
@@ -23,58 +29,62 @@ class Example:
     completion: Message
     label: bool
     metadata: dict[str, Any] = field(default_factory=dict)
+    format: str = "conversations"
+    digest: bytes = b""  # of the row's content: equal for exact duplicates
+    invalid_tool_args: int = 0
 
 
-class RowError(ValueError):
-    """A row that cannot be used; ``kind`` groups errors in the report."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-def normalise(obj: Any) -> Example:
-    """Turn one parsed row into an Example (line set by the caller), or raise RowError."""
-    if not isinstance(obj, dict):
-        raise RowError("not_an_object", f"expected a JSON object, found {type(obj).__name__}")
-    if "label" not in obj:
-        raise RowError("missing_label", "no 'label' field")
-    if not isinstance(obj["label"], bool):
-        raise RowError("label_not_bool", f"'label' must be true or false, found {json.dumps(obj['label'])}")
-    messages = obj.get("conversations")
-    if not isinstance(messages, list) or not messages:
-        raise RowError("no_conversation", "no 'conversations' list")
-    last = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"),
-               default=None)
-    if last is None:
+def normalise(obj: Any, fmt: str | None = None) -> Example:
+    """One parsed row as an Example (line set by the caller), or RowError; ``fmt`` is the file's format."""
+    row_fmt = detect(obj)
+    if fmt is not None and row_fmt != fmt:
+        raise RowError("mixed_format", f"row is in {row_fmt} format but the file is {fmt}")
+    label = label_of(obj)
+    raw = messages_of(obj, row_fmt)
+    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in raw):
         raise RowError("no_assistant_turn", "no assistant turn")
-    if last != len(messages) - 1:
-        raise RowError("last_turn_not_assistant", f"last turn is from {messages[-1].get('role')!r}, not the assistant")
-    if not any(m.get("role") == "user" for m in messages[:last]):
-        raise RowError("no_user_turn", "no user turn before the assistant turn")
-    completion = messages[last]
-    if not str(completion.get("content") or "").strip():
+    last_role = raw[-1].get("role") if isinstance(raw[-1], dict) else None
+    if last_role != "assistant":
+        raise RowError("last_turn_not_assistant", f"the last turn is from {last_role!r}, not the assistant")
+    merged = turns(raw)
+    check_alternation(merged)
+    completion = merged[-1]
+    if not completion["content"].strip():
         raise RowError("empty_completion", "the last assistant turn is empty")
-    extra = {k: v for k, v in obj.items() if k not in ("conversations", "label")}
-    return Example(0, [dict(m) for m in messages[:last]], dict(completion), obj["label"], extra)
+    keys = {"conversations", "messages", "prompt", "completion", "label"}
+    digest = hashlib.blake2b(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode(), digest_size=16).digest()
+    return Example(0, merged[:-1], completion, label, {k: v for k, v in obj.items() if k not in keys}, row_fmt,
+                   digest, sum(invalid_tool_args(m["content"]) for m in merged if m["role"] == "assistant"))
 
 
 def iter_rows(path: str | Path) -> Iterator[tuple[int, Example | RowError]]:
     """Yield (line number, Example or the RowError of that line); blank lines are skipped."""
-    with open(path, encoding="utf-8") as fh:
+    fmt: str | None = None
+    with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
+            if len(raw) > MAX_LINE_BYTES:
+                yield lineno, RowError("line_too_long", f"line is {len(raw) >> 20} MiB; the limit is "
+                                       f"{MAX_LINE_BYTES >> 20} MiB per row")
                 continue
             try:
-                obj = json.loads(raw)
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield lineno, RowError("not_utf8", f"not UTF-8 (byte {raw[exc.start]:#04x} at column "
+                                       f"{exc.start + 1}); save the file as UTF-8")
+                continue
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
             except json.JSONDecodeError as exc:
                 yield lineno, RowError("invalid_json", f"invalid JSON: {exc.msg} at column {exc.colno}")
                 continue
             try:
-                example = normalise(obj)
+                example = normalise(obj, fmt)
             except RowError as err:
                 yield lineno, err
                 continue
+            fmt = example.format
             example.line = lineno
             yield lineno, example
 

@@ -21,13 +21,6 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[Depen
 MULTIPART_SLACK = 64 * 1024  # room for multipart boundaries and part headers around the file
 
 
-class NotUtf8(ValueError):
-    def __init__(self, line: int, exc: UnicodeDecodeError) -> None:
-        super().__init__(f"line {line} is not UTF-8 (byte {exc.object[exc.start]:#04x} at column {exc.start + 1}); "
-                         "save the file as UTF-8")
-        self.line = line
-
-
 def check_upload_size(request: Request, settings: SettingsDep) -> None:
     """Refuse a declared oversize body before FastAPI spools it; the stream is counted again while stored."""
     declared = request.headers.get("content-length", "")
@@ -58,10 +51,7 @@ async def upload_dataset(
     except TooLarge:
         raise _too_large(settings)
     try:
-        try:
-            report = await run_in_threadpool(_validate, tmp, model, settings, max_length, on_error)
-        except NotUtf8 as exc:
-            raise unprocessable(["file", f"line {exc.line}"], str(exc), "not_utf8")
+        report = await run_in_threadpool(_validate, tmp, model, settings, max_length, on_error)
         report.id = digest
         if report.error_count and on_error == "reject":
             return JSONResponse(status_code=422, content={"detail": _error_detail(report),
@@ -89,19 +79,8 @@ async def _chunks(upload: UploadFile):
 
 def _validate(path: Path, model: str, settings: Settings, max_length: int, on_error: str) -> DatasetReport:
     """CPU-bound (and may generate the builtin model once), so it runs in a worker thread."""
-    _check_utf8(path)
     model_dir = tokenizer_dir(model, settings.model_cache_dir)
     return build_report(path, model_dir=model_dir, max_length=max_length, on_error=on_error)
-
-
-def _check_utf8(path: Path) -> None:
-    """NotUtf8 naming the first bad line: a newline byte never occurs inside a UTF-8 sequence."""
-    with path.open("rb") as fh:
-        for line, raw in enumerate(fh, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise NotUtf8(line, exc) from None
 
 
 def _too_large(settings: Settings) -> HTTPException:

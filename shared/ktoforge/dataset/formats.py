@@ -1,0 +1,148 @@
+"""Every common KTO row format, normalised to one shape: prompt turns, the completion turn, the label.
+
+Formats (one per file, detected from its first row):
+- ``conversations``: {"conversations": [{role, content}...], "label": bool} (the reference file);
+- ``trl_standard``: {"prompt": str, "completion": str, "label": bool} (prompt = one user turn);
+- ``trl_conversational``: {"prompt": [messages], "completion": [messages], "label": bool};
+- ``openai``: {"messages": [...], "label": bool}, with assistant ``tool_calls`` (content may be null)
+  and ``tool`` messages.
+Tool calls are rendered the reference file's way (``tool_call: NAME\\narguments: {json}``); a tool result
+becomes ``Result: ...``; an assistant turn with its tool calls, their results and the reply that follows
+them make one assistant turn, so user/assistant turns alternate as Mistral's template demands.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+Message = dict[str, Any]
+ROLES = {"system", "user", "assistant", "tool"}
+FORMATS = ("conversations", "trl_standard", "trl_conversational", "openai")
+
+
+class RowError(ValueError):
+    """A row that cannot be used; ``kind`` groups errors in the report."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def detect(obj: Any) -> str:
+    if not isinstance(obj, dict):
+        raise RowError("not_an_object", f"expected a JSON object, found {type(obj).__name__}")
+    if "conversations" in obj:
+        return "conversations"
+    if "messages" in obj:
+        return "openai"
+    if "prompt" in obj and "completion" in obj:
+        return "trl_standard" if isinstance(obj["prompt"], str) else "trl_conversational"
+    raise RowError("unknown_format", "no 'conversations', 'messages' or 'prompt'/'completion' field "
+                   f"(found keys: {', '.join(sorted(obj)) or 'none'})")
+
+
+def label_of(obj: dict[str, Any]) -> bool:
+    if "label" not in obj:
+        raise RowError("missing_label", "no 'label' field")
+    label = obj["label"]
+    if not isinstance(label, bool):
+        raise RowError("label_not_bool", f"'label' must be true or false, found {json.dumps(label)[:80]}")
+    return label
+
+
+def messages_of(obj: dict[str, Any], fmt: str) -> list[Message]:
+    """The row's turns in order, as given (before merging)."""
+    if fmt == "trl_standard":
+        if not isinstance(obj["completion"], str):
+            raise RowError("invalid_content", "'completion' must be a string when 'prompt' is one")
+        return [{"role": "user", "content": obj["prompt"]}, {"role": "assistant", "content": obj["completion"]}]
+    if fmt == "trl_conversational":
+        prompt, completion = obj["prompt"], obj["completion"]
+        if not isinstance(prompt, list) or not isinstance(completion, list):
+            raise RowError("invalid_content", "'prompt' and 'completion' must both be lists of messages")
+        return prompt + completion
+    key = "conversations" if fmt == "conversations" else "messages"
+    if not isinstance(obj[key], list) or not obj[key]:
+        raise RowError("no_conversation", f"'{key}' must be a non-empty list of messages")
+    return obj[key]
+
+
+def _text(content: Any, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("text", ""), str) for p in content):
+        return "".join(p.get("text", "") for p in content)  # OpenAI content parts
+    raise RowError("invalid_content", f"{where}: content must be text, found {type(content).__name__}")
+
+
+TOOL_CALL = re.compile(r"tool_call:\s*(\S+)\s*\narguments:\s*")
+
+
+def invalid_tool_args(text: str) -> int:
+    """Tool calls in ``text`` (reference form) whose arguments are not one valid JSON value."""
+    decoder, bad = json.JSONDecoder(), 0
+    for match in TOOL_CALL.finditer(text):
+        try:
+            decoder.raw_decode(text[match.end():])
+        except json.JSONDecodeError:
+            bad += 1
+    return bad
+
+
+def render_tool_call(call: Any, where: str) -> str:
+    """One OpenAI tool call in the reference file's text form."""
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise RowError("invalid_tool_call", f"{where}: a tool call needs function.name")
+    args = fn.get("arguments", "{}")
+    if not isinstance(args, str):
+        args = json.dumps(args, ensure_ascii=False)
+    return f"tool_call: {fn['name']}\narguments: {args}"
+
+
+def turns(messages: list[Any]) -> list[Message]:
+    """Checked turns, each assistant turn merged with its tool results and the reply after them."""
+    out: list[Message] = []
+    for i, m in enumerate(messages, start=1):
+        where = f"turn {i}"
+        if not isinstance(m, dict):
+            raise RowError("invalid_content", f"{where} is not an object")
+        role = m.get("role")
+        if role not in ROLES:
+            raise RowError("unknown_role", f"{where} has unknown role {json.dumps(role)[:40]} "
+                           f"(expected one of {', '.join(sorted(ROLES))})")
+        text = _text(m.get("content"), where)
+        if role == "assistant":
+            calls = m.get("tool_calls") or []
+            for call in calls if isinstance(calls, list) else [calls]:
+                text = "\n\n".join(t for t in (text, render_tool_call(call, where)) if t)
+        if role == "tool":
+            text = f"Result: {text}"
+        if role in ("assistant", "tool") and out and out[-1]["role"] == "assistant" and \
+                (role == "tool" or out[-1].get("_open")):
+            out[-1]["content"] += "\n\n" + text  # call, result and reply: one assistant turn
+            out[-1]["_open"] = role == "tool" or bool(m.get("tool_calls"))
+            continue
+        if role == "tool":
+            raise RowError("roles_not_alternating", f"{where}: a tool result that follows no assistant tool call")
+        out.append({"role": role, "content": text, "_open": bool(m.get("tool_calls"))})
+    for m in out:
+        m.pop("_open")
+    return out
+
+
+def check_alternation(merged: list[Message]) -> None:
+    """System turns aside, turns must go user, assistant, user, ...: Mistral's template accepts no other order."""
+    expected = "user"
+    for i, m in enumerate(merged, start=1):
+        if m["role"] == "system":
+            continue
+        if m["role"] != expected:
+            raise RowError("roles_not_alternating",
+                           f"turn {i} is {m['role']!r} where {expected!r} was expected (turns must alternate "
+                           "user/assistant, starting with user)")
+        expected = "assistant" if expected == "user" else "user"
