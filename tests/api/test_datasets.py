@@ -100,3 +100,56 @@ def test_auth_and_unknown_ids(client: TestClient, anon: TestClient, reference_da
     assert wrong.get(f"/v1/datasets/{'0' * 64}").status_code == 401
     assert client.get(f"/v1/datasets/{'0' * 64}").status_code == 404
     assert client.get("/v1/datasets/not-a-hash").status_code == 404
+
+
+def multipart(field: str, payload: bytes, boundary: str = "kf-boundary", close: bool = True) -> bytes:
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="note"\r\n\r\nignored\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="d.jsonl"\r\n'
+            "Content-Type: application/jsonl\r\n\r\n").encode()
+    return head + payload + (f"\r\n--{boundary}--\r\n".encode() if close else b"")
+
+
+FORM = {"Content-Type": "multipart/form-data; boundary=kf-boundary"}
+
+
+def test_hand_built_form_with_other_fields(client: TestClient, reference_dataset: Path):
+    r = client.post("/v1/datasets", content=multipart("file", reference_dataset.read_bytes()), headers=FORM)
+    assert r.status_code == 201, r.text
+    assert r.json()["id"] == sha256(reference_dataset)
+
+
+def test_chunked_upload_past_the_limit_is_cut_off(kf_env, redis_client, monkeypatch):
+    """No Content-Length to refuse up front: the stream itself is counted and dropped at the limit."""
+    monkeypatch.setenv("KTOFORGE_MAX_UPLOAD_MB", "1")
+    from ktoforge.settings import get_settings
+
+    get_settings.cache_clear()
+
+    def body():  # a generator body travels chunked, with no Content-Length
+        yield multipart("file", b"", close=False)
+        line = (json.dumps(GOOD) + "\n").encode() * 1000
+        for _ in range(20):  # ~2 MiB
+            yield line
+
+    with make_client({"Authorization": "Bearer test-api-key"}) as c:
+        r = c.post("/v1/datasets", content=body(), headers=FORM)
+    assert r.status_code == 413, r.text
+    data = Path(kf_env["KTOFORGE_DATA_DIR"])
+    assert not any((data / "tmp").iterdir()) and not any((data / "datasets").iterdir())
+
+
+def test_malformed_forms_are_422_and_store_nothing(client: TestClient, reference_dataset: Path, kf_env):
+    payload = reference_dataset.read_bytes()
+    cases = {
+        "no file field": (multipart("data", payload), FORM),
+        "cut short": (multipart("file", payload, close=False), FORM),
+        "not multipart": (payload, {"Content-Type": "application/jsonl"}),
+        "no boundary": (multipart("file", payload), {"Content-Type": "multipart/form-data"}),
+        "garbage": (b"\x00" * 100, FORM),
+    }
+    for what, (body, headers) in cases.items():
+        r = client.post("/v1/datasets", content=body, headers=headers)
+        assert r.status_code == 422, (what, r.status_code, r.text)
+        assert r.json()["detail"][0]["loc"] == ["body", "file"], what
+    data = Path(kf_env["KTOFORGE_DATA_DIR"])
+    assert not any((data / "tmp").iterdir()) and not any((data / "datasets").iterdir())

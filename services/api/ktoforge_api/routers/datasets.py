@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, UploadFile, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -15,25 +15,30 @@ from ktoforge.schemas import DatasetReport
 from ktoforge.settings import Settings
 from ktoforge_api.deps import SettingsDep, StorageDep, require_user
 from ktoforge_api.errors import unprocessable
+from ktoforge_api.multipart import BadForm, file_field
 from ktoforge_api.storage import TooLarge
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[Depends(require_user)])
 MULTIPART_SLACK = 64 * 1024  # room for multipart boundaries and part headers around the file
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary", "description": "JSONL, one row per line, UTF-8"}},
+}}}}}
 
 
 def check_upload_size(request: Request, settings: SettingsDep) -> None:
-    """Refuse a declared oversize body before FastAPI spools it; the stream is counted again while stored."""
+    """Refuse a declared oversize body before reading it; the stream is counted again as it is stored."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > settings.max_upload_mb * 1024 * 1024 + MULTIPART_SLACK:
         raise _too_large(settings)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetReport,
-             dependencies=[Depends(check_upload_size)],
+             dependencies=[Depends(check_upload_size)], openapi_extra=UPLOAD_BODY,
              responses={413: {"description": "File larger than KTOFORGE_MAX_UPLOAD_MB"},
                         422: {"description": "Invalid rows: the report lists each line and reason"}})
 async def upload_dataset(
-    file: UploadFile,
+    request: Request,
     settings: SettingsDep,
     storage: StorageDep,
     on_error: Annotated[Literal["reject", "skip"], Query(description="reject: any bad row fails the upload; "
@@ -46,10 +51,13 @@ async def upload_dataset(
         check_model(model)  # cheap, so a typo fails before the upload is read
     except ModelError as exc:
         raise unprocessable(["query", "model"], str(exc))
+    limit = settings.max_upload_mb * 1024 * 1024
     try:
-        tmp, digest, _ = await storage.receive(_chunks(file), settings.max_upload_mb * 1024 * 1024)
+        tmp, digest, _ = await storage.receive(file_field(request, "file", limit + MULTIPART_SLACK), limit)
     except TooLarge:
         raise _too_large(settings)
+    except BadForm as exc:
+        raise unprocessable(["body", "file"], str(exc), "multipart")
     try:
         report = await run_in_threadpool(_validate, tmp, model, settings, max_length, on_error)
         report.id = digest
@@ -70,11 +78,6 @@ def get_dataset(dataset_id: str, storage: StorageDep) -> DatasetReport:
     if not storage.has_dataset(dataset_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"dataset {dataset_id} not found")
     return DatasetReport.model_validate_json(storage.dataset_report(dataset_id).read_text())
-
-
-async def _chunks(upload: UploadFile):
-    while chunk := await upload.read(1 << 20):
-        yield chunk
 
 
 def _validate(path: Path, model: str, settings: Settings, max_length: int, on_error: str) -> DatasetReport:

@@ -6,6 +6,8 @@ client with ``after``) continues exactly where it stopped, across API restarts t
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -21,7 +23,7 @@ from ktoforge_api.routers.jobs import JobDep
 router = APIRouter(prefix="/v1/jobs", tags=["events"], dependencies=[Depends(require_user)])
 CURSOR = r"^\d+-\d+$"
 FINAL = {status.value for status in TERMINAL}
-BLOCK_MS, GRACE_MS = 5000, 1000  # keep-alive period of a live stream; wait for a finished job's last event
+POLL_S, KEEPALIVE_S, GRACE_S = 0.25, 15.0, 1.0  # read period of a live stream; comment period; late-event wait
 
 
 @router.get("/{job_id}/events", response_model=EventPage,
@@ -47,23 +49,28 @@ async def job_events(
 async def _sse(store: JobStore, job_id: str, cursor: str | None, request: Request) -> AsyncIterator[str]:
     """Send every event after ``cursor``; end once the job is finished and everything was sent.
 
-    A worker updates the record just before it appends the final state event, so a finished record whose
-    final state event was not seen yet gets one short grace read before the stream ends.
+    Reads never block (a blocking XREAD would hold a pool thread per watcher and starve every other route);
+    between empty reads the stream sleeps on the event loop. A worker updates the record just before it
+    appends the final state event, so a finished job whose final event this stream has not sent (or that the
+    client had already seen before resuming) gets a short grace period for late events before the stream ends.
     """
     yield "retry: 2000\n\n"
-    final_sent = False
+    final_sent, finished_since, last_sent = False, None, time.monotonic()
     while not await request.is_disconnected():
         events = await run_in_threadpool(store.events, job_id, cursor, 500)
-        if not events:
-            finished = (await run_in_threadpool(store.get, job_id)).status in TERMINAL
-            if finished and final_sent:
-                return
-            events = await run_in_threadpool(store.wait_events, job_id, cursor, GRACE_MS if finished else BLOCK_MS)
-            if not events:
-                if finished:
-                    return
-                yield ": keep-alive\n\n"
         for event in events:
             cursor = event.id
             final_sent = final_sent or (event.type == "state" and event.data.get("status") in FINAL)
             yield f"id: {event.id}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n"
+        now = time.monotonic()
+        if events:
+            last_sent = now
+            continue
+        if (await run_in_threadpool(store.get, job_id)).status in TERMINAL:
+            finished_since = finished_since or now
+            if final_sent or now - finished_since >= GRACE_S:
+                return
+        if now - last_sent >= KEEPALIVE_S:
+            last_sent = now
+            yield ": keep-alive\n\n"
+        await asyncio.sleep(POLL_S)
