@@ -48,6 +48,11 @@ def inspect(
             for e in report.errors:
                 errors.add_row(str(e.line), e.kind, e.message)
             console.print(errors)
+        stats, tokens = report.stats, report.stats.get("tokens")
+        console.print(f"format: {stats.get('format')}; " + (
+            f"tokens p50 {tokens['p50']}, p95 {tokens['p95']}, max {tokens['max']}; "
+            f"{stats['rows_truncated']} rows over max_length={stats['max_length']}" if tokens else stats.get("note", "")))
         for w_ in report.warnings:
-            console.print(f"[yellow]warning[/] {w_.kind}: {w_.count} rows ({w_.message}); e.g. lines {w_.lines[:10]}")
+            lines = f" (e.g. lines {', '.join(map(str, w_.lines[:10]))})" if w_.lines else ""
+            console.print(f"[yellow]warning[/] {w_.kind}: {w_.message}{lines}")
     raise typer.Exit(1 if report.error_count and on_error == "reject" else 0)
