@@ -15,6 +15,7 @@ from typing import Literal
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx.utils import tree_unflatten
 
 Batch = dict[str, mx.array]
 
@@ -33,22 +34,20 @@ class KTOSettings:
         return self.loss_type != "apo_zero_unpaired"
 
 
-def _lora_layers(model: nn.Module) -> list[nn.Module]:
-    return [m for _, m in model.named_modules() if hasattr(m, "lora_a") and hasattr(m, "scale")]
+def _lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, m) for name, m in model.named_modules() if hasattr(m, "lora_a") and hasattr(m, "linear")]
 
 
 @contextmanager
 def lora_disabled(model: nn.Module) -> Iterator[None]:
-    """The reference model: LoRA scales set to 0 for the duration (like PEFT's ``disable_adapter``)."""
+    """The reference model: each LoRA layer's frozen base linear swapped in for the duration, so the
+    adapter is not even computed (like PEFT's ``disable_adapter``); no weight is copied."""
     layers = _lora_layers(model)
-    scales = [layer.scale for layer in layers]
     try:
-        for layer in layers:
-            layer.scale = 0.0
+        model.update_modules(tree_unflatten([(name, layer.linear) for name, layer in layers]))
         yield
     finally:
-        for layer, scale in zip(layers, scales):
-            layer.scale = scale
+        model.update_modules(tree_unflatten(layers))
 
 
 def sequence_logps(model: nn.Module, input_ids: mx.array, completion_mask: mx.array) -> mx.array:

@@ -6,14 +6,14 @@ client with ``after``) continues exactly where it stopped, across API restarts t
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ktoforge.jobs import TERMINAL, JobStore
 from ktoforge.schemas import EventPage
@@ -23,7 +23,7 @@ from ktoforge_api.routers.jobs import JobDep
 router = APIRouter(prefix="/v1/jobs", tags=["events"], dependencies=[Depends(require_user)])
 CURSOR = r"^\d+-\d+$"
 FINAL = {status.value for status in TERMINAL}
-POLL_S, KEEPALIVE_S, GRACE_S = 0.25, 15.0, 1.0  # read period of a live stream; comment period; late-event wait
+POLL_S, GRACE_S, RETRY_MS = 0.25, 1.0, 2000  # read period of a live stream; late-event wait; client reconnect delay
 
 
 @router.get("/{job_id}/events", response_model=EventPage,
@@ -36,41 +36,39 @@ async def job_events(
     after: Annotated[str | None, Query(pattern=CURSOR, description="Return events after this event id")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     last_event_id: Annotated[str | None, Header(pattern=CURSOR, description="SSE resume cursor")] = None,
-) -> EventPage | StreamingResponse:
+) -> EventPage | EventSourceResponse:
     """Events after the cursor, oldest first."""
     if "text/event-stream" in request.headers.get("accept", ""):
-        return StreamingResponse(_sse(store, job.id, last_event_id or after, request),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        shutdown = anyio.Event()  # set by EventSourceResponse when the server stops: end cleanly, client resumes
+        return EventSourceResponse(_sse(store, job.id, last_event_id or after, shutdown), sep="\n",
+                                   shutdown_event=shutdown, shutdown_grace_period=2 * POLL_S)
     items = await run_in_threadpool(store.events, job.id, after, limit)
     return EventPage(items=items, next_after=items[-1].id if items else after)
 
 
-async def _sse(store: JobStore, job_id: str, cursor: str | None, request: Request) -> AsyncIterator[str]:
-    """Send every event after ``cursor``; end once the job is finished and everything was sent.
+async def _sse(store: JobStore, job_id: str, cursor: str | None,
+               shutdown: anyio.Event) -> AsyncIterator[ServerSentEvent]:
+    """Every event after ``cursor``; ends once the job is finished and everything was sent (or at shutdown).
 
     Reads never block (a blocking XREAD would hold a pool thread per watcher and starve every other route);
     between empty reads the stream sleeps on the event loop. A worker updates the record just before it
     appends the final state event, so a finished job whose final event this stream has not sent (or that the
     client had already seen before resuming) gets a short grace period for late events before the stream ends.
+    EventSourceResponse adds keep-alive pings.
     """
-    yield "retry: 2000\n\n"
-    final_sent, finished_since, last_sent = False, None, time.monotonic()
-    while not await request.is_disconnected():
+    yield ServerSentEvent(retry=RETRY_MS)
+    final_sent, finished_since = False, None
+    while not shutdown.is_set():
         events = await run_in_threadpool(store.events, job_id, cursor, 500)
         for event in events:
             cursor = event.id
             final_sent = final_sent or (event.type == "state" and event.data.get("status") in FINAL)
-            yield f"id: {event.id}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n"
-        now = time.monotonic()
+            yield ServerSentEvent(event.model_dump_json(), id=event.id, event=event.type)
         if events:
-            last_sent = now
             continue
         if (await run_in_threadpool(store.get, job_id)).status in TERMINAL:
-            finished_since = finished_since or now
-            if final_sent or now - finished_since >= GRACE_S:
+            finished_since = finished_since or time.monotonic()
+            if final_sent or time.monotonic() - finished_since >= GRACE_S:
                 return
-        if now - last_sent >= KEEPALIVE_S:
-            last_sent = now
-            yield ": keep-alive\n\n"
-        await asyncio.sleep(POLL_S)
+        with anyio.move_on_after(POLL_S):
+            await shutdown.wait()
