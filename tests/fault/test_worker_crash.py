@@ -75,3 +75,29 @@ def test_job_that_kills_every_worker_fails_after_bounded_attempts(system, small_
         done = wait_status(c, job["id"], FINISHED, timeout=180)
     assert done["status"] == "failed" and "lost 3 times" in done["reason"], done
     assert done["attempts"] == 3
+
+
+def test_sigkill_mlx_worker_resumes_from_checkpoint(small_dataset, tmp_path_factory):
+    """The Mac worker (solo pool: the worker is the training process) killed mid-job: the reaper requeues
+    the job, local mode restarts the worker, and it resumes from its last MLX checkpoint."""
+    from tests.fault.conftest import FAST
+    from tests.system import start_system, stop_system
+
+    mlx_system = start_system(tmp_path_factory.mktemp("mlx-fault"), ["mlx"], max_attempts="3", **FAST)
+    try:
+        with client(mlx_system) as c:
+            job = c.post("/v1/jobs", json={"dataset_id": upload(c, small_dataset), "backend": "mlx",
+                                           "hyperparameters": LONG}).json()
+            wait_step(c, job["id"], 9)
+            (worker,) = mlx_system.pids("ktoforge_mlx.app worker")
+            os.kill(worker, signal.SIGKILL)
+            done = wait_status(c, job["id"], FINISHED, timeout=300)
+            assert not lost(done), done
+            evs = events(c, job["id"])
+    finally:
+        stop_system(mlx_system)
+    at = next(i for i, e in enumerate(evs) if e["type"] == "log" and e["data"]["message"] == "resuming from checkpoint")
+    start = evs[at]["data"]["resumed_from_step"]
+    assert start >= 8
+    assert loss_steps(evs[at:]) == list(range(start + 1, 25))
+    assert done["attempts"] == 2 and done["worker"].startswith("mlx@")

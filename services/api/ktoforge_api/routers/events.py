@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ktoforge.jobs import TERMINAL, JobStore
-from ktoforge.schemas import EventPage
+from ktoforge.schemas import Event, EventPage
 from ktoforge_api.deps import StoreDep, require_user
 from ktoforge_api.routers.jobs import JobDep
 
@@ -59,16 +59,21 @@ async def _sse(store: JobStore, job_id: str, cursor: str | None,
     yield ServerSentEvent(retry=RETRY_MS)
     final_sent, finished_since = False, None
     while not shutdown.is_set():
-        events = await run_in_threadpool(store.events, job_id, cursor, 500)
+        events, finished = await run_in_threadpool(_read, store, job_id, cursor)
         for event in events:
             cursor = event.id
             final_sent = final_sent or (event.type == "state" and event.data.get("status") in FINAL)
             yield ServerSentEvent(event.model_dump_json(), id=event.id, event=event.type)
-        if events:
-            continue
-        if (await run_in_threadpool(store.get, job_id)).status in TERMINAL:
+        if finished:
             finished_since = finished_since or time.monotonic()
             if final_sent or time.monotonic() - finished_since >= GRACE_S:
                 return
-        with anyio.move_on_after(POLL_S):
-            await shutdown.wait()
+        if not events:
+            with anyio.move_on_after(POLL_S):
+                await shutdown.wait()
+
+
+def _read(store: JobStore, job_id: str, cursor: str | None) -> tuple[list[Event], bool]:
+    """The next events, and (only when there are none) whether the job is finished: one thread hop per poll."""
+    events = store.events(job_id, cursor, 500)
+    return events, not events and store.get(job_id).status in TERMINAL
