@@ -6,8 +6,11 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 REQS := requirements/api.txt requirements/torch.txt requirements/mlx.txt requirements/dev.txt
 PYTEST_ARGS ?=
+# pytest exits 5 when it collected no test: that must fail, never pass as green.
+PYTEST = $(BIN)/python -m pytest $(1) $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
-.PHONY: install dev test test-fault bench check-compose lint clean
+.PHONY: install dev test test-fault bench lint check-compose clean
 
 install: $(STAMP)
 
@@ -15,6 +18,7 @@ install: $(STAMP)
 # later may pull a CUDA torch. Then everything else under the constraints file, then the project itself.
 $(STAMP): pyproject.toml $(REQS) requirements/base.txt requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import sys; assert sys.version_info >= (3, 11), 'KTO Forge needs Python >= 3.11: make PYTHON=python3.11'"
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -c requirements/constraints.txt $(addprefix -r ,$(REQS))
@@ -25,21 +29,25 @@ $(STAMP): pyproject.toml $(REQS) requirements/base.txt requirements/constraints.
 dev: install
 	$(BIN)/ktoforge up
 
-# pytest exits 5 when it collected no test: that must fail, never pass as green.
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+	$(call PYTEST,)
 
 test-fault: install
-	$(BIN)/python -m pytest tests/fault $(PYTEST_ARGS); rc=$$?; [ $$rc -ne 5 ] && exit $$rc || exit 1
+	$(call PYTEST,tests/fault)
 
 bench: install
 	$(BIN)/python bench/dataset_bench.py
 	$(BIN)/python bench/mlx_vs_torch.py
 
+# The Compose-spec schema, then the references it cannot check (services, volumes, files).
 check-compose: install
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/python -m tests.deploy.compose_refs docker-compose.yml
+
+# Real errors only (pyflakes: undefined names, unused imports; syntax), not style.
+lint: install check-compose
+	$(BIN)/ruff check --select E9,F,W6 --target-version py311 shared services native-mac tests bench
+	bash -n .ci/run
 
 clean:
 	rm -rf $(VENV) var

@@ -19,16 +19,19 @@ import redis
 from ktoforge.settings import Settings, get_settings
 
 BIN = Path(sys.executable).parent
+SYSTEM_REDIS_PORT = 6379  # the machine's own redis-server: local mode never shares its data
+STOP_TIMEOUT_S = 20.0  # a child gets this long to exit after SIGTERM before it is killed
 
 
 @dataclass
 class Service:
     name: str
     argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # variables for this child only (secrets stay off argv)
     proc: subprocess.Popen | None = None
     restarts: int = 0
     next_start: float = 0.0
-    started: float = field(default=0.0)
+    started: float = 0.0
 
 
 def redis_url(settings: Settings) -> str:
@@ -43,6 +46,7 @@ def mlx_importable() -> bool:
 
 
 def services(settings: Settings) -> list[Service]:
+    """The same services and start commands as docker-compose.yml, in dependency order."""
     data = Path(settings.data_dir).resolve()
     (data / "redis").mkdir(parents=True, exist_ok=True)
     password = settings.redis_password.get_secret_value()
@@ -63,47 +67,62 @@ def services(settings: Settings) -> list[Service]:
     if "mlx" in settings.local_workers and mlx_importable():
         out.append(Service("worker-mlx", [celery, "-A", "ktoforge_mlx.app", "worker", "-Q", "mlx", "-P", "solo",
                                           "-n", "mlx@%h", "--loglevel", "INFO"]))
+    basic_auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
     out.append(Service("flower", [celery, "-A", "ktoforge_worker.app", "flower", f"--port={settings.flower_port}",
-                                  "--address=127.0.0.1",
-                                  f"--basic-auth={settings.flower_user}:{settings.flower_password.get_secret_value()}"]))
+                                  "--address=127.0.0.1"], env={"FLOWER_BASIC_AUTH": basic_auth}))
     return out
 
 
 class Supervisor:
     def __init__(self, settings: Settings) -> None:
+        if settings.redis_port == SYSTEM_REDIS_PORT:
+            raise SystemExit(f"[ktoforge] KTOFORGE_REDIS_PORT={SYSTEM_REDIS_PORT} is the system redis-server's "
+                             "port; local mode runs its own redis-server (default 6390): choose another port")
         self.settings = settings
         self.env = {**os.environ, "KTOFORGE_REDIS_URL": redis_url(settings)}
         self.services = services(settings)
         self.stopping = False
 
     def start(self, service: Service) -> None:
-        service.proc = subprocess.Popen(service.argv, env=self.env)
+        service.proc = subprocess.Popen(service.argv, env={**self.env, **service.env})
         service.started = time.time()
 
-    def wait_redis(self) -> None:
-        client = redis.Redis.from_url(self.env["KTOFORGE_REDIS_URL"])
-        for _ in range(200):
+    def wait_redis(self, service: Service) -> None:
+        client = redis.Redis.from_url(self.env["KTOFORGE_REDIS_URL"], socket_timeout=1)
+        deadline = time.time() + 10
+        while time.time() < deadline and not self.stopping:
+            if service.proc is None or service.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited at start: is port {self.settings.redis_port} in use?")
             try:
                 client.ping()
                 return
-            except redis.ConnectionError:
+            except redis.RedisError:  # not up yet, or another server holds the port (then ours exits)
                 time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on port {self.settings.redis_port}")
+        if not self.stopping:
+            raise RuntimeError(f"redis-server did not answer on port {self.settings.redis_port}")
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Start everything, supervise until a signal, stop everything; the exit status for the CLI."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
-        for service in self.services:
-            self.start(service)
-            if service.name == "redis":
-                self.wait_redis()
-        self._banner()
         try:
+            for service in self.services:
+                if self.stopping:
+                    break
+                self.start(service)
+                if service.name == "redis":
+                    self.wait_redis(service)
+            if not self.stopping:
+                self._banner()
             while not self.stopping:
                 self._restart_crashed()
                 time.sleep(0.5)
+        except RuntimeError as exc:
+            print(f"[ktoforge] {exc}", flush=True)
+            return 1
         finally:
             self.stop()
+        return 0
 
     def _restart_crashed(self) -> None:
         """Like compose's restart policy: a crashed child comes back, waiting longer after each crash."""
@@ -121,24 +140,32 @@ class Supervisor:
                 s.restarts += 1
                 s.next_start = 0.0
                 self.start(s)
+                print(f"[ktoforge] {s.name} restarted (pid {s.proc.pid})", flush=True)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         self.stopping = True
 
     def stop(self) -> None:
-        """Workers and API first (so they finish their step against a live Redis), Redis last."""
+        """API and workers first, Redis last, so that their final writes (a job's state) still reach Redis."""
         self.stopping = True
-        for s in reversed(self.services):
-            if s.proc and s.proc.poll() is None:
-                s.proc.terminate()
-        for s in reversed(self.services):
-            if s.proc:
-                try:
-                    s.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    s.proc.kill()
-                    s.proc.wait()
+        others = [s for s in self.services if s.name != "redis"]
+        self._terminate(others)
+        self._terminate([s for s in self.services if s.name == "redis"])
         print("[ktoforge] stopped", flush=True)
+
+    @staticmethod
+    def _terminate(group: list[Service]) -> None:
+        """SIGTERM (compose's stop signal) to each, then wait; whatever outlives STOP_TIMEOUT_S is killed."""
+        running = [s.proc for s in group if s.proc and s.proc.poll() is None]
+        for proc in running:
+            proc.terminate()
+        deadline = time.time() + STOP_TIMEOUT_S
+        for proc in running:
+            try:
+                proc.wait(max(0.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def _banner(self) -> None:
         st = self.settings
@@ -150,5 +177,5 @@ class Supervisor:
               "  Ctrl-C stops everything.", flush=True)
 
 
-def up() -> None:
-    Supervisor(get_settings()).run()
+def up() -> int:
+    return Supervisor(get_settings()).run()

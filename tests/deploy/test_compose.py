@@ -50,7 +50,13 @@ def test_compose_has_what_the_product_needs():
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
     assert any(v.startswith("hf-cache:") for v in s["worker-cuda"]["volumes"])
     assert s["worker-cuda"]["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert "--basic-auth" in s["flower"]["command"]
+    assert s["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith("${KTOFORGE_FLOWER_USER:?")
+    assert s["api"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert s["worker-cuda"]["depends_on"]["api"]["condition"] == "service_healthy"
+    assert "REDISCLI_AUTH" in s["redis"]["environment"] and "ping" in " ".join(s["redis"]["healthcheck"]["test"])
+    assert s["worker-cuda"]["ulimits"] == {"memlock": -1, "stack": 67108864} and s["worker-cuda"]["ipc"] == "host"
+    assert all(svc["restart"] == "unless-stopped" for svc in s.values())
+    assert "version" not in doc
     assert all("healthcheck" in s[name] for name in ("redis", "api", "worker-cuda"))
 
 
@@ -80,3 +86,13 @@ def test_dockerfiles_use_local_mode_commands():
     assert "-r requirements/api.txt" in api and "ktoforge_api.main:app" in api
     assert "-r requirements/torch.txt" in worker and "torch==2.13.0" in worker
     assert re.search(r'"-Q", "cuda", "-P", "prefork", "-c", "1",\s*\\\s*"--max-tasks-per-child", "1"', worker)
+
+
+def test_api_image_serves_api_and_flower_without_the_training_stack(kf_env):
+    """The API image installs requirements/api.txt only: its two commands must not need torch, TRL or MLX."""
+    blocked = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "unsloth", "mlx", "mlx_lm")
+    code = (f"import sys\nsys.modules.update(dict.fromkeys({blocked!r}))\n"
+            "from ktoforge_api.main import app\nimport ktoforge_worker.app\n"
+            "assert '/healthz' in app.openapi()['paths']\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

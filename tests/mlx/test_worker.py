@@ -9,7 +9,6 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tests.mlx.conftest import context
 

@@ -12,7 +12,7 @@ def up() -> None:
     """Start redis-server, the API, the workers and Flower as local processes (what `make dev` runs)."""
     from ktoforge.local import up as run
 
-    run()
+    raise typer.Exit(run())
 
 
 def _register_subcommands() -> None:

@@ -1,0 +1,130 @@
+"""`ktoforge up` (what `make dev` runs) as a real process tree: it serves, restarts a crashed child, stops clean."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.conftest import free_port
+from tests.system import System, start_system
+
+KTOFORGE = str(Path(sys.executable).parent / "ktoforge")
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Those still running (a zombie has exited; its parent just has not reaped it yet)."""
+    return [p for p in pids if os.path.exists(f"/proc/{p}") and "zombie" not in open(f"/proc/{p}/status").read()]
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, what
+        time.sleep(0.3)
+
+
+@pytest.mark.slow
+def test_up_serves_restarts_a_crashed_worker_and_stops_every_child(tmp_path):
+    system: System = start_system(tmp_path, ["cuda"], flower_password="deploy-flower-pass")
+    try:
+        env = system.env
+        banner = system.log.read_text()
+        assert f"API      {system.url}" in banner and f"{system.url}/docs" in banner
+        assert f"Flower   http://127.0.0.1:{env['KTOFORGE_FLOWER_PORT']}" in banner
+        assert httpx.get(f"{system.url}/healthz", timeout=10).status_code == 200
+        flower = f"http://127.0.0.1:{env['KTOFORGE_FLOWER_PORT']}/"
+        assert httpx.get(flower, timeout=10).status_code == 401
+        assert httpx.get(flower, auth=(env.get("KTOFORGE_FLOWER_USER", "admin"), "deploy-flower-pass"), timeout=10).status_code == 200
+        assert "deploy-flower-pass" not in " ".join(open(f"/proc/{p}/cmdline").read() for p in system.pids(""))
+
+        # Its own redis-server: password required, append-only file in the data dir, never evicts.
+        port = int(env["KTOFORGE_REDIS_PORT"])
+        assert port != 6379
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+        client = redis.Redis.from_url(system.redis_url, decode_responses=True)
+        assert client.config_get("appendonly") == {"appendonly": "yes"}
+        assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        assert client.config_get("dir")["dir"] == str(tmp_path / "data" / "redis")
+
+        # A crashed worker comes back (compose's restart policy) and consumes its queue again.
+        (worker, *_pool) = system.pids("ktoforge_worker.app worker")
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: "worker-cuda restarted" in system.log.read_text(), 60, "the crashed worker was not restarted")
+        log = system.log.read_text()
+        assert "worker-cuda exited with -9; restarting in 0.5s" in log
+        new_worker = int(re.search(r"worker-cuda restarted \(pid (\d+)\)", log).group(1))
+        assert new_worker != worker and new_worker in system.pids("ktoforge_worker.app worker")
+        system.wait_ready(["cuda"])
+
+        # Ctrl-C (SIGINT to the process group): everything stops, nothing is left behind.
+        children = system.pids("")
+        assert len(children) >= 4  # redis, api, worker (and its pool child), flower
+        os.killpg(system.proc.pid, signal.SIGINT)
+        assert system.proc.wait(60) == 0
+        wait_for(lambda: not alive(children), 10, f"left running: {alive(children)}")
+        assert "[ktoforge] stopped" in system.log.read_text()
+    finally:
+        if system.proc.poll() is None:
+            os.killpg(system.proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_supervisor_alone_stops_every_child(tmp_path):
+    """As `kill <pid>` or a service manager does: the children get no signal but the supervisor's."""
+    system = start_system(tmp_path, [])
+    children = system.pids("")
+    try:
+        assert len(children) >= 3  # redis, api, flower
+        os.kill(system.proc.pid, signal.SIGTERM)
+        assert system.proc.wait(60) == 0
+        wait_for(lambda: not alive(children), 10, f"left running: {alive(children)}")
+    finally:
+        if system.proc.poll() is None:
+            os.killpg(system.proc.pid, signal.SIGKILL)
+
+
+def run_up(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    full = {**os.environ, "KTOFORGE_DATA_DIR": str(tmp_path / "data"), "KTOFORGE_API_PORT": str(free_port()),
+            "KTOFORGE_FLOWER_PORT": str(free_port()), "KTOFORGE_LOCAL_WORKERS": '["cuda"]', **env}
+    return subprocess.run([KTOFORGE, "up"], cwd=tmp_path, env=full, capture_output=True, text=True, timeout=60)
+
+
+def test_up_refuses_the_system_redis_port(tmp_path):
+    result = run_up(tmp_path, KTOFORGE_REDIS_PORT="6379")
+    assert result.returncode == 1
+    assert "KTOFORGE_REDIS_PORT=6379 is the system redis-server's port" in result.stderr
+    assert not (tmp_path / "data").exists()  # it refused before starting or creating anything
+
+
+def test_up_with_its_redis_port_taken_says_so_and_leaves_nothing_running(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_up(tmp_path, KTOFORGE_REDIS_PORT=str(port))
+    assert result.returncode == 1
+    assert f"redis-server exited at start: is port {port} in use?" in result.stdout
+    assert "[ktoforge] stopped" in result.stdout and "[ktoforge] started" not in result.stdout
+
+
+def test_cli_offers_up_and_the_dataset_commands():
+    from typer.testing import CliRunner
+
+    from ktoforge.cli.main import app
+
+    runner = CliRunner()
+    up = runner.invoke(app, ["up", "--help"])
+    assert up.exit_code == 0 and "Start redis-server, the API" in up.output
+    dataset = runner.invoke(app, ["dataset", "--help"])
+    assert dataset.exit_code == 0 and "inspect" in dataset.output
