@@ -79,6 +79,15 @@ GOOD = {"conversations": [{"role": "user", "content": "q"}, {"role": "assistant"
      "unknown_role", '"robot"'),
     ({"conversations": [{"role": "user", "content": "q"}, {"role": "user", "content": "q2"},
                         {"role": "assistant", "content": "a"}], "label": True}, "roles_not_alternating", "turn 2"),
+    ({"conversations": [{"role": "user", "content": "q"}, {"role": "tool", "content": "r"},
+                        {"role": "assistant", "content": "a"}], "label": True}, "roles_not_alternating",
+     "follows no assistant tool call"),
+    ({"conversations": [], "label": True}, "no_conversation", "non-empty list"),
+    ({"conversations": [{"role": "user", "content": 5}, {"role": "assistant", "content": "a"}], "label": True},
+     "invalid_content", "turn 1: content must be text, found int"),
+    ({"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None,
+                                                          "tool_calls": [{"function": {"arguments": "{}"}}]}],
+      "label": True}, "invalid_tool_call", "turn 2: a tool call needs function.name"),
     ([1, 2], "not_an_object", "list"),
     ({"text": "hello", "label": True}, "unknown_format", "found keys: label, text"),
     ({"prompt": "q", "completion": "a", "label": True}, "mixed_format", "trl_standard"),
@@ -109,3 +118,17 @@ def test_non_utf8_and_oversize_lines_are_line_errors(tmp_path, monkeypatch):
 def test_first_100_errors_listed_all_counted(tmp_path):
     report = build_report(write(tmp_path, ["{broken"] * 150 + [GOOD]))
     assert len(report.errors) == 100 and report.error_count == 150 and report.errors[-1].line == 100
+
+
+@pytest.mark.parametrize("good", [
+    GOOD,
+    {"prompt": "q", "completion": "a", "label": True},
+    {"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}],
+     "label": False},
+    {"messages": GOOD["conversations"], "label": True},
+], ids=["conversations", "trl_standard", "trl_conversational", "openai"])
+def test_errors_are_found_in_every_format(tmp_path, good):
+    rows = [good, {**good, "label": None}, good, {k: v for k, v in good.items() if k != "label"}]
+    report = build_report(write(tmp_path, rows))
+    assert [(e.line, e.kind) for e in report.errors] == [(2, "label_not_bool"), (4, "missing_label")]
+    assert "found null" in report.errors[0].message and report.rows == 2
