@@ -6,6 +6,8 @@ A worker on another machine (the Mac on the LAN) needs only KTOFORGE_REDIS_URL a
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,12 +37,18 @@ class WorkerClient:
         return response
 
     def download_dataset(self, dataset_id: str, dest_dir: Path) -> Path:
-        """The dataset's file, cached by content hash (a second job on it downloads nothing)."""
+        """The dataset's file, cached by content hash (a second job on it downloads nothing).
+
+        Workers sharing a work dir may fetch the same dataset at once: each writes its own temporary file
+        and renames it into place atomically, so none reads or moves another's half-written copy.
+        """
         dest_dir.mkdir(parents=True, exist_ok=True)
         target = dest_dir / f"{dataset_id}.jsonl"
         if target.exists() and _sha256(target) == dataset_id:
             return target
-        tmp = target.with_suffix(".part")
+        fd, name = tempfile.mkstemp(dir=dest_dir, prefix=f".{dataset_id}.", suffix=".part")
+        os.close(fd)
+        tmp = Path(name)
 
         def fetch() -> httpx.Response:
             with self.http.stream("GET", f"/v1/internal/datasets/{dataset_id}/file") as response:
@@ -50,10 +58,13 @@ class WorkerClient:
                             fh.write(chunk)
                 return response
 
-        self._retry(fetch)
-        if _sha256(tmp) != dataset_id:
-            raise RuntimeError(f"dataset {dataset_id} arrived corrupted (hash mismatch)")
-        tmp.replace(target)
+        try:
+            self._retry(fetch)
+            if _sha256(tmp) != dataset_id:
+                raise RuntimeError(f"dataset {dataset_id} arrived corrupted (hash mismatch)")
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
         return target
 
     def upload_artifact(self, job_id: str, path: Path, name: str | None = None) -> None:

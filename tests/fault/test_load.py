@@ -65,7 +65,7 @@ def test_two_workers_share_twenty_jobs_each_trained_once(system, small_dataset, 
                     for _ in range(20)]
             done = [wait_status(c, j["id"], FINISHED, timeout=600) for j in jobs]
             for job in done:
-                assert not lost(job), job
+                assert not lost(job), (job.get("failure_reason"), job)
                 assert job["attempts"] == 1
                 steps = [e["data"]["step"] for e in events(c, job["id"]) if e["type"] == "metrics" and "loss" in e["data"]]
                 assert steps == [1]  # trained exactly once

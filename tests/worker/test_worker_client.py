@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -34,3 +35,14 @@ def test_upload_puts_the_raw_file_and_client_errors_are_final(api, new_job, tmp_
     with pytest.raises(httpx.HTTPStatusError) as err:
         WorkerClient(api, "wrong-token").upload_artifact(job_id, tmp_path / "adapter.tar")
     assert err.value.response.status_code == 401
+
+
+def test_concurrent_downloads_into_one_dir_all_succeed(api, dataset_id, tmp_path):
+    """Two workers sharing a work dir once moved each other's half-written `.part` file away."""
+    dest = tmp_path / "shared-cache"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        paths = list(pool.map(lambda _: WorkerClient(api, "test-worker-token").download_dataset(dataset_id, dest),
+                              range(8)))
+    stored = Path(get_settings().data_dir) / "datasets" / f"{dataset_id}.jsonl"
+    assert {p.read_bytes() for p in paths} == {stored.read_bytes()}
+    assert sorted(p.name for p in dest.iterdir()) == [f"{dataset_id}.jsonl"]  # no temporary file left behind
