@@ -2,8 +2,9 @@
 
 Prints one ``name value`` line per measure: mlx_kto_over_sft_ratio, torch_kto_over_sft_ratio,
 mlx_over_torch_step_ratio (KTO step time, MLX / torch), mlx_kto_tokens_per_s, torch_kto_tokens_per_s.
-A step is forward + backward + AdamW update; each is warmed up, then timed as the median of a few steps.
-Run: .venv/bin/python bench/mlx_vs_torch.py [--rows 4] [--steps 5]
+A step is forward + backward + AdamW update; each is warmed up, then KTO and SFT steps alternate and the
+median of each is taken.
+Run: .venv/bin/python bench/mlx_vs_torch.py [--rows 4] [--steps 15]
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ MAX_LENGTH = 192
 sys.path.insert(0, str(ROOT))  # the parity fixtures build the same model pair the tests use
 
 
-def median_time(step: Callable[[], None], warmup: int, steps: int) -> float:
+def median_times(kto: Callable[[], None], sft: Callable[[], None], warmup: int, steps: int) -> tuple[float, float]:
+    """Median KTO and SFT step times, the two alternated step by step so load on shared cores hits both alike."""
     for _ in range(warmup):
-        step()
-    times = []
+        kto()
+        sft()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for step, out in ((kto, times[0]), (sft, times[1])):
+            start = time.perf_counter()
+            step()
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def mlx_steps(pair, rows: int) -> tuple[Callable[[], None], Callable[[], None], int]:
@@ -98,7 +102,7 @@ def torch_steps(pair, rows: int) -> tuple[Callable[[], None], Callable[[], None]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4, help="rows per batch")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps (after 2 warm-up steps)")
+    parser.add_argument("--steps", type=int, default=15, help="timed steps of each kind (after 2 warm-up steps)")
     args = parser.parse_args()
 
     import torch
@@ -113,7 +117,7 @@ def main() -> None:
         results = {}
         for backend, build in (("mlx", mlx_steps), ("torch", torch_steps)):
             kto, sft, tokens = build(pair, args.rows)
-            results[backend] = (median_time(kto, 2, args.steps), median_time(sft, 2, args.steps), tokens)
+            results[backend] = (*median_times(kto, sft, 2, args.steps), tokens)
     (mk, ms, mt), (tk, ts, tt) = results["mlx"], results["torch"]
     print(f"mlx_kto_over_sft_ratio {mk / ms:.3f}")
     print(f"torch_kto_over_sft_ratio {tk / ts:.3f}")
