@@ -155,11 +155,12 @@ Report = Callable[[dict[str, Any]], None]
 
 def train(model: nn.Module, optimizer: optim.Optimizer, get_batch: Callable[[int], Batch], cfg: KTOSettings,
           plan: Plan, report: Report, should_stop: Callable[[], bool] = lambda: False,
-          checkpoint_root: Path | None = None, start_step: int = 0) -> int:
+          checkpoint_root: Path | None = None, start_step: int = 0,
+          on_checkpoint: Callable[[Path, int], None] = lambda folder, step: None) -> int:
     """Optimizer steps ``start_step`` … ``plan.max_steps``; returns the last completed step.
 
     ``get_batch(i)`` returns dataloader batch ``i`` of an epoch. Checkpoints every ``save_steps`` and at a
-    stop; ``should_stop`` is checked after every step (cancel, lost lease).
+    stop, each then passed to ``on_checkpoint``; ``should_stop`` is checked after every step (cancel, lost lease).
     """
     model.train()
     window: list[dict[str, float]] = []
@@ -182,6 +183,7 @@ def train(model: nn.Module, optimizer: optim.Optimizer, get_batch: Callable[[int
             window = []
         if checkpoint_root is not None and (step % plan.save_steps == 0 or stopping):
             save_checkpoint(checkpoint_root / f"checkpoint-{step}", model, optimizer, step)
+            on_checkpoint(checkpoint_root / f"checkpoint-{step}", step)
         if stopping:
             break
     return step

@@ -78,7 +78,7 @@ def train(ctx: JobContext) -> None:
     pad = _pad_id(tokenizer)
     report = _reporter(ctx, ctx.output_dir / "metrics.jsonl")
     train_loop(model, optimizer, lambda i: collate(chunks[i], pad, hp.max_length), cfg, plan, report,
-               ctx.should_stop, ctx.checkpoint_dir, start)
+               ctx.should_stop, ctx.checkpoint_dir, start, ctx.checkpoint_saved)
     if ctx.should_stop():
         return
     if eval_rows:

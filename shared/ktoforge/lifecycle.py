@@ -39,6 +39,7 @@ class JobContext:
     output_dir: Path
     checkpoint_dir: Path
     lease_lost: threading.Event = field(default_factory=threading.Event)
+    client: WorkerClient | None = None  # None: no API to keep checkpoints in (backends run on their own)
 
     def report(self, metrics: dict[str, Any]) -> None:
         """Stream one log of metrics (TRL's names plus step, max_steps, eta_s) as a job event."""
@@ -47,6 +48,29 @@ class JobContext:
 
     def log(self, message: str, **data: Any) -> None:
         self.store.add_event(self.job.id, "log", {"message": message, **data})
+
+    def checkpoint_saved(self, folder: Path, step: int) -> None:
+        """Called by a backend once a checkpoint is whole on disk: the API keeps a copy, so a worker on another
+        machine can resume the job. A failed upload costs only that: training goes on, the local copy stays."""
+        if self.client is None or not self.settings.upload_checkpoints:
+            self.log("checkpoint saved", step=step, uploaded=False)
+            return
+        try:
+            self.client.upload_checkpoint(self.job.id, folder, step)
+        except Exception as exc:
+            log.warning("job %s: checkpoint %s not uploaded: %s", self.job.id, step, exc)
+            self.log("checkpoint saved", step=step, uploaded=False, error=failure_reason(exc, self.settings))
+            return
+        self.log("checkpoint saved", step=step, uploaded=True)
+
+    def fetch_checkpoint(self) -> None:
+        """A resumed job whose latest checkpoint was written on another worker's disk takes it from the API."""
+        if self.client is None or not self.settings.upload_checkpoints:
+            return
+        step = self.client.latest_checkpoint(self.job.id)
+        if step is not None and not (self.checkpoint_dir / f"checkpoint-{step}").is_dir():
+            self.client.download_checkpoint(self.job.id, step, self.checkpoint_dir)
+            self.log("checkpoint fetched from the API", step=step)
 
     def should_stop(self) -> bool:
         """Checked every step: a user cancel, or our lease went to another worker."""
@@ -97,6 +121,14 @@ def _acquire(store: JobStore, job_id: str, owner: str, settings: Settings) -> bo
         time.sleep(min(1.0, settings.lease_ttl_s / 4))
 
 
+def _forget_checkpoint(client: WorkerClient, job_id: str) -> None:
+    """A finished job's checkpoint in the API is no longer needed (a failed job's stays, for diagnosis)."""
+    try:
+        client.delete_checkpoint(job_id)
+    except Exception as exc:  # the job is done either way; a leftover file is all it costs
+        log.warning("job %s: its checkpoint in the API was not deleted: %s", job_id, exc)
+
+
 def run_job(job_id: str, backend: str, train: TrainFn, worker: str | None = None) -> None:
     """Run one delivery of a job's message; returns normally in every case so the message is acked."""
     settings = get_settings()
@@ -142,20 +174,22 @@ def _run_leased(store: JobStore, settings: Settings, job_id: str, train: TrainFn
     try:
         client = WorkerClient(settings.api_url, settings.worker_token.get_secret_value())
         dataset = client.download_dataset(job.dataset_id, Path(settings.work_dir) / "datasets")
-        ctx = JobContext(job, store, settings, dataset, root / "output", root / "checkpoints", lost)
+        ctx = JobContext(job, store, settings, dataset, root / "output", root / "checkpoints", lost, client)
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
         ctx.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        ctx.fetch_checkpoint()
         train(ctx)
         if lost.is_set():
             log.warning("job %s: lease lost to another worker; leaving the job to it", job_id)
             return
         if store.cancel_requested(job_id):
             store.transition(job_id, JobStatus.cancelled, reason=f"cancelled by user at step {store.get(job_id).step}")
-            return
-        for path in sorted(ctx.output_dir.iterdir()):
-            if path.is_file():
-                client.upload_artifact(job_id, path)
-        store.transition(job_id, JobStatus.succeeded)
+        else:
+            for path in sorted(ctx.output_dir.iterdir()):
+                if path.is_file():
+                    client.upload_artifact(job_id, path)
+            store.transition(job_id, JobStatus.succeeded)
+        _forget_checkpoint(client, job_id)
     except Exception as exc:  # the job fails with a reason; the worker lives on for the next job
         log.exception("job %s failed", job_id)
         store.transition(job_id, JobStatus.failed, reason=failure_reason(exc, settings))

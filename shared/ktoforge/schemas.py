@@ -142,6 +142,12 @@ class Artifact(BaseModel):
     size: int
 
 
+class CheckpointInfo(BaseModel):
+    """The latest checkpoint the API keeps for a job (worker routes), so any worker can resume it."""
+
+    step: int | None = Field(description="Optimizer step of the stored checkpoint; null when there is none.")
+
+
 class ReportIssue(BaseModel):
     """An error of one line."""
 

@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     )
     worker_token: SecretStr = Field(
         SecretStr("dev-worker-token"),
-        description="Bearer token of workers for worker-only routes (dataset download, artifact upload).",
+        description="Bearer token of workers for worker-only routes (dataset download, artifact and checkpoint "
+        "upload).",
     )
     api_host: str = Field("127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(8000, description="Port the API listens on.")
@@ -62,6 +63,10 @@ class Settings(BaseSettings):
         20.0, description="A job's lease expires this long after its worker's last renewal (crash detection)."
     )
     reaper_interval_s: float = Field(10.0, description="How often the API's reaper looks for stale running jobs.")
+    upload_checkpoints: bool = Field(
+        True, description="Workers also send each checkpoint to the API, so a job whose worker is gone for good "
+        "resumes on any worker of its queue (another machine too), not only where the checkpoint was written.",
+    )
     max_attempts: int = Field(3, description="Deliveries of one job before the reaper fails it for good.")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (closed by default).")
     hf_token: SecretStr = Field(SecretStr(""), description="Hugging Face token workers use for gated models.")

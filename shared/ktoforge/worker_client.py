@@ -1,4 +1,4 @@
-"""How a worker talks to the API: download a dataset, upload an artifact (worker token).
+"""How a worker talks to the API (worker token): download a dataset, upload artifacts, keep checkpoints.
 
 A worker on another machine (the Mac on the LAN) needs only KTOFORGE_REDIS_URL and KTOFORGE_API_URL.
 """
@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -36,22 +38,18 @@ class WorkerClient:
         response.raise_for_status()
         return response
 
-    def download_dataset(self, dataset_id: str, dest_dir: Path) -> Path:
-        """The dataset's file, cached by content hash (a second job on it downloads nothing).
+    def _download(self, url: str, dest_dir: Path, prefix: str) -> Path:
+        """GET ``url`` into a new temporary file in ``dest_dir``; the caller moves it into place or removes it.
 
-        Workers sharing a work dir may fetch the same dataset at once: each writes its own temporary file
-        and renames it into place atomically, so none reads or moves another's half-written copy.
+        A temporary file per download: workers sharing a work dir may fetch the same file at once, and none
+        may read or move another's half-written copy.
         """
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        target = dest_dir / f"{dataset_id}.jsonl"
-        if target.exists() and _sha256(target) == dataset_id:
-            return target
-        fd, name = tempfile.mkstemp(dir=dest_dir, prefix=f".{dataset_id}.", suffix=".part")
+        fd, name = tempfile.mkstemp(dir=dest_dir, prefix=prefix, suffix=".part")
         os.close(fd)
         tmp = Path(name)
 
         def fetch() -> httpx.Response:
-            with self.http.stream("GET", f"/v1/internal/datasets/{dataset_id}/file") as response:
+            with self.http.stream("GET", url) as response:
                 if response.status_code == 200:
                     with tmp.open("wb") as fh:
                         for chunk in response.iter_bytes(1 << 20):
@@ -60,6 +58,26 @@ class WorkerClient:
 
         try:
             self._retry(fetch)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    def _put(self, url: str, path: Path) -> None:
+        def put() -> httpx.Response:
+            with path.open("rb") as fh:
+                return self.http.put(url, content=fh)
+
+        self._retry(put)
+
+    def download_dataset(self, dataset_id: str, dest_dir: Path) -> Path:
+        """The dataset's file, cached by content hash (a second job on it downloads nothing)."""
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        target = dest_dir / f"{dataset_id}.jsonl"
+        if target.exists() and _sha256(target) == dataset_id:
+            return target
+        tmp = self._download(f"/v1/internal/datasets/{dataset_id}/file", dest_dir, f".{dataset_id}.")
+        try:
             if _sha256(tmp) != dataset_id:
                 raise RuntimeError(f"dataset {dataset_id} arrived corrupted (hash mismatch)")
             tmp.replace(target)
@@ -68,11 +86,42 @@ class WorkerClient:
         return target
 
     def upload_artifact(self, job_id: str, path: Path, name: str | None = None) -> None:
-        def put() -> httpx.Response:
-            with path.open("rb") as fh:
-                return self.http.put(f"/v1/internal/jobs/{job_id}/artifacts/{name or path.name}", content=fh)
+        self._put(f"/v1/internal/jobs/{job_id}/artifacts/{name or path.name}", path)
 
-        self._retry(put)
+    def latest_checkpoint(self, job_id: str) -> int | None:
+        """Step of the checkpoint the API keeps for this job, or None."""
+        return self._retry(lambda: self.http.get(f"/v1/internal/jobs/{job_id}/checkpoint")).json()["step"]
+
+    def upload_checkpoint(self, job_id: str, folder: Path, step: int) -> None:
+        """One checkpoint folder, sent as an uncompressed tar (safetensors and optimizer states barely compress)."""
+        fd, name = tempfile.mkstemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tar")
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            with tarfile.open(tmp, "w") as tar:
+                tar.add(folder, arcname=".")
+            self._put(f"/v1/internal/jobs/{job_id}/checkpoint/{step}", tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def download_checkpoint(self, job_id: str, step: int, dest_dir: Path) -> Path:
+        """The API's checkpoint unpacked as ``dest_dir/checkpoint-{step}``, in place only once whole."""
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._download(f"/v1/internal/jobs/{job_id}/checkpoint/{step}", dest_dir, f".checkpoint-{step}.")
+        unpacked = Path(tempfile.mkdtemp(dir=dest_dir, prefix=f".checkpoint-{step}."))
+        target = dest_dir / f"checkpoint-{step}"
+        try:
+            with tarfile.open(tmp) as tar:
+                tar.extractall(unpacked, filter="data")  # no absolute paths, no escaping links
+            shutil.rmtree(target, ignore_errors=True)  # a partial local copy of the same step
+            unpacked.rename(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+            shutil.rmtree(unpacked, ignore_errors=True)
+        return target
+
+    def delete_checkpoint(self, job_id: str) -> None:
+        self._retry(lambda: self.http.delete(f"/v1/internal/jobs/{job_id}/checkpoint"))
 
 
 def _sha256(path: Path) -> str:

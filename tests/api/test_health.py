@@ -92,6 +92,6 @@ def test_every_v1_route_needs_a_key(anon: TestClient):
     routes = [(method, path) for path, ops in paths.items() if path.startswith("/v1/") for method in ops]
     assert len(routes) >= 11
     for method, path in routes:
-        url = path.format(job_id="0" * 32, dataset_id="0" * 64, name="x.bin")
+        url = path.format(job_id="0" * 32, dataset_id="0" * 64, name="x.bin", step=1)
         r = anon.request(method.upper(), url)
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (method, path, r.status_code)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
+from pathlib import Path
 
 from tests.fault.conftest import client, lost
 from tests.system import FINISHED, events, upload, wait_status, wait_step
@@ -24,6 +26,21 @@ def loss_steps(evs: list[dict]) -> list[int]:
     return [e["data"]["step"] for e in evs if e["type"] == "metrics" and "loss" in e["data"]]
 
 
+def lose_disk(system, job_id: str) -> None:
+    """The dead worker's disk goes with it, as when the job resumes on another machine: only the API's copy
+    of the checkpoint is left."""
+    shutil.rmtree(Path(system.env["KTOFORGE_WORK_DIR"]) / "jobs" / job_id)
+
+
+def resumed_from_the_api(evs: list[dict]) -> int:
+    """The step the job resumed from, checked to be the checkpoint fetched from the API."""
+    logs = [e["data"] for e in evs if e["type"] == "log"]
+    fetched = next(d["step"] for d in logs if d["message"] == "checkpoint fetched from the API")
+    resumed = next(d["resumed_from_step"] for d in logs if d["message"] == "resuming from checkpoint")
+    assert resumed == fetched
+    return resumed
+
+
 def test_sigkill_training_child_resumes_from_checkpoint(system, small_dataset):
     with client(system) as c:
         job = c.post("/v1/jobs", json={"dataset_id": upload(c, small_dataset), "hyperparameters": LONG}).json()
@@ -41,21 +58,23 @@ def test_sigkill_training_child_resumes_from_checkpoint(system, small_dataset):
 
 
 def test_sigkill_whole_worker_is_recovered_by_the_reaper(system, small_dataset):
-    """Parent and child die: the message stays unacked until the visibility timeout, so the reaper requeues
-    the job from its stale heartbeat; local mode restarts the worker, which resumes it."""
+    """Parent and child die and the disk is lost: the message stays unacked until the visibility timeout, so
+    the reaper requeues the job from its stale heartbeat; a worker without the old disk (local mode restarts
+    one) resumes it from the checkpoint the API keeps."""
     with client(system) as c:
         job = c.post("/v1/jobs", json={"dataset_id": upload(c, small_dataset), "hyperparameters": LONG}).json()
-        wait_step(c, job["id"], 5)
+        wait_step(c, job["id"], 9)
         t0 = time.time()
         for pid in system.pids("ktoforge_worker.app worker"):
             os.kill(pid, signal.SIGKILL)
+        lose_disk(system, job["id"])
         done = wait_status(c, job["id"], FINISHED, timeout=300)
         assert not lost(done), done
         recovered_in = time.time() - t0
         evs = events(c, job["id"])
     states = [e["data"] for e in evs if e["type"] == "state"]
     assert any(s["status"] == "queued" and "worker lost" in s.get("reason", "") for s in states)
-    assert any(e["data"].get("message") == "resuming from checkpoint" for e in evs if e["type"] == "log")
+    assert resumed_from_the_api(evs) >= 8  # not step 0, although the worker's own disk was gone
     assert recovered_in < 180
 
 
@@ -78,8 +97,9 @@ def test_job_that_kills_every_worker_fails_after_bounded_attempts(system, small_
 
 
 def test_sigkill_mlx_worker_resumes_from_checkpoint(small_dataset, tmp_path_factory):
-    """The Mac worker (solo pool: the worker is the training process) killed mid-job: the reaper requeues
-    the job, local mode restarts the worker, and it resumes from its last MLX checkpoint."""
+    """The Mac worker (solo pool: the worker is the training process) killed mid-job, its disk lost: the
+    reaper requeues the job, local mode restarts the worker, and it resumes from the MLX checkpoint the API
+    keeps."""
     from tests.fault.conftest import FAST
     from tests.system import start_system, stop_system
 
@@ -91,13 +111,14 @@ def test_sigkill_mlx_worker_resumes_from_checkpoint(small_dataset, tmp_path_fact
             wait_step(c, job["id"], 9)
             (worker,) = mlx_system.pids("ktoforge_mlx.app worker")
             os.kill(worker, signal.SIGKILL)
+            lose_disk(mlx_system, job["id"])
             done = wait_status(c, job["id"], FINISHED, timeout=300)
             assert not lost(done), done
             evs = events(c, job["id"])
     finally:
         stop_system(mlx_system)
     at = next(i for i, e in enumerate(evs) if e["type"] == "log" and e["data"]["message"] == "resuming from checkpoint")
-    start = evs[at]["data"]["resumed_from_step"]
+    start = resumed_from_the_api(evs)
     assert start >= 8
     assert loss_steps(evs[at:]) == list(range(start + 1, 25))
     assert done["attempts"] == 2 and done["worker"].startswith("mlx@")

@@ -8,6 +8,7 @@ from pathlib import Path
 from ktoforge.lifecycle import JobContext, run_job
 from ktoforge.schemas import JobStatus
 from ktoforge.settings import get_settings
+from ktoforge.worker_client import WorkerClient
 
 
 class Recorder:
@@ -78,6 +79,29 @@ def test_a_running_job_whose_worker_died_is_resumed(new_job):
     assert (Path(get_settings().data_dir) / "artifacts" / job_id / "result.txt").read_text() == "trained"
 
 
+def test_a_job_resumed_on_a_worker_without_its_disk_gets_its_checkpoint_from_the_api(new_job, api, tmp_path):
+    """The previous worker (another machine) uploaded checkpoint-3 and vanished; this worker's disk has none."""
+    store, make = new_job
+    job_id = make()
+    store.transition(job_id, JobStatus.running, worker="gone-for-good")
+    folder = tmp_path / "other-machine" / "checkpoint-3"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text('{"global_step": 3}')
+    WorkerClient(api, "test-worker-token").upload_checkpoint(job_id, folder, 3)
+    seen: list[str] = []
+
+    def train(ctx: JobContext) -> None:
+        seen.append((ctx.checkpoint_dir / "checkpoint-3" / "trainer_state.json").read_text())
+        (ctx.output_dir / "result.txt").write_text("trained")
+
+    run_job(job_id, "cuda", train, worker="new-worker")
+    assert seen == ['{"global_step": 3}']
+    assert store.get(job_id).status == JobStatus.succeeded
+    logs = [e.data for e in store.events(job_id, None, 100) if e.type == "log"]
+    assert {"message": "checkpoint fetched from the API", "step": 3} in logs
+    assert WorkerClient(api, "test-worker-token").latest_checkpoint(job_id) is None  # done: deleted
+
+
 def test_a_training_error_fails_the_job_with_its_reason_and_no_secret(new_job):
     store, make = new_job
     job_id = make()
@@ -127,3 +151,15 @@ def test_the_heartbeat_keeps_the_lease_through_a_long_step(new_job):
     (holder, age), = seen
     assert holder is not None and age is not None and age < 1
     assert store.get(job_id).status == JobStatus.succeeded and store.lease_holder(job_id) is None
+
+
+def test_a_failed_checkpoint_upload_is_reported_and_training_goes_on(make_ctx, api):
+    ctx = make_ctx()
+    ctx.client = WorkerClient(api, "not-the-worker-token")  # refused at once (401), as any final API error
+    folder = ctx.checkpoint_dir / "checkpoint-1"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text("{}")
+    ctx.checkpoint_saved(folder, 1)  # does not raise: the local checkpoint is still good for a resume here
+    (last,) = [e.data for e in ctx.store.events(ctx.job.id, None, 100) if e.type == "log"]
+    assert (last["message"], last["step"], last["uploaded"]) == ("checkpoint saved", 1, False)
+    assert "401" in last["error"] and "not-the-worker-token" not in last["error"]

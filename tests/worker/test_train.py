@@ -72,7 +72,9 @@ def test_resume_continues_from_last_checkpoint(make_ctx, loss_type):
     ctx.job = ctx.job.model_copy(update={"hyperparameters": hp})
     train(ctx)  # a second delivery of the same job: continues from checkpoint-2
     logs = [e.data for e in ctx.store.events(ctx.job.id, None, 100) if e.type == "log"]
-    assert logs == [{"message": "resuming from checkpoint", "resumed_from_step": 2}]
+    saved = {"message": "checkpoint saved", "uploaded": False}  # no API in this context: kept on disk only
+    assert logs == [{**saved, "step": 2}, {"message": "resuming from checkpoint", "resumed_from_step": 2},
+                    {**saved, "step": 4}]
     metrics = [e.data for e in ctx.store.events(ctx.job.id, None, 100) if e.type == "metrics"]
     steps = [m["step"] for m in metrics if "loss" in m]
     assert steps == [1, 2, 3, 4]

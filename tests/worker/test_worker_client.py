@@ -1,8 +1,10 @@
-"""The worker's API client against a real API process: cached dataset download, artifact upload."""
+"""The worker's API client against a real API process: cached dataset download, artifact upload, checkpoints."""
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+import io
+import tarfile
 from pathlib import Path
 
 import httpx
@@ -46,3 +48,48 @@ def test_concurrent_downloads_into_one_dir_all_succeed(api, dataset_id, tmp_path
     stored = Path(get_settings().data_dir) / "datasets" / f"{dataset_id}.jsonl"
     assert {p.read_bytes() for p in paths} == {stored.read_bytes()}
     assert sorted(p.name for p in dest.iterdir()) == [f"{dataset_id}.jsonl"]  # no temporary file left behind
+
+
+def test_checkpoint_round_trip_keeps_only_the_latest(api, new_job, tmp_path):
+    store, make = new_job
+    job_id = make()
+    client = WorkerClient(api, "test-worker-token")
+    assert client.latest_checkpoint(job_id) is None
+    for step in (2, 4):
+        folder = tmp_path / "here" / f"checkpoint-{step}"
+        (folder / "sub").mkdir(parents=True)
+        (folder / "adapter.safetensors").write_bytes(bytes(range(256)) * step)
+        (folder / "sub" / "state.json").write_text(f'{{"global_step": {step}}}')
+        client.upload_checkpoint(job_id, folder, step)
+    assert client.latest_checkpoint(job_id) == 4
+    stored = Path(get_settings().data_dir) / "checkpoints" / job_id
+    assert [p.name for p in stored.iterdir()] == ["checkpoint-4.tar"]
+    assert [p.name for p in (tmp_path / "here").iterdir() if p.name.startswith(".")] == []  # no tar left behind
+
+    got = client.download_checkpoint(job_id, 4, tmp_path / "elsewhere")
+    assert got == tmp_path / "elsewhere" / "checkpoint-4"
+    assert (got / "adapter.safetensors").read_bytes() == bytes(range(256)) * 4
+    assert (got / "sub" / "state.json").read_text() == '{"global_step": 4}'
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["checkpoint-4"]
+
+    with pytest.raises(httpx.HTTPStatusError) as err:
+        WorkerClient(api, "test-api-key").latest_checkpoint(job_id)  # the user key opens no worker route
+    assert err.value.response.status_code == 401
+    client.delete_checkpoint(job_id)
+    assert client.latest_checkpoint(job_id) is None
+
+
+def test_a_checkpoint_that_would_escape_its_folder_is_refused(api, new_job, tmp_path):
+    store, make = new_job
+    job_id = make()
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        info = tarfile.TarInfo("../../outside.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"pwn"))
+    httpx.put(f"{api}/v1/internal/jobs/{job_id}/checkpoint/1", content=evil.read_bytes(),
+              headers={"Authorization": "Bearer test-worker-token"}).raise_for_status()
+    with pytest.raises(tarfile.FilterError):
+        WorkerClient(api, "test-worker-token").download_checkpoint(job_id, 1, tmp_path / "dest")
+    assert not (tmp_path / "outside.txt").exists()
+    assert list((tmp_path / "dest").iterdir()) == []  # nothing half-unpacked stays

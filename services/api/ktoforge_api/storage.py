@@ -1,4 +1,5 @@
-"""Files the API keeps: datasets by content (sha256) and job artifacts, always written atomically.
+"""Files the API keeps: datasets by content (sha256), job artifacts and each job's latest checkpoint,
+always written atomically.
 
 A write lands in a temp file in the same directory and is renamed into place, so a crash or a bad upload
 never leaves a half-written file where a good one was.
@@ -15,6 +16,7 @@ from pathlib import Path
 
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DATASET_ID = re.compile(r"^[0-9a-f]{64}$")
+CHECKPOINT = re.compile(r"checkpoint-(\d+)\.tar")
 
 
 class TooLarge(ValueError):
@@ -26,8 +28,9 @@ class Storage:
         self.root = Path(root)
         self.datasets = self.root / "datasets"
         self.artifacts = self.root / "artifacts"
+        self.checkpoints = self.root / "checkpoints"
         self.tmp = self.root / "tmp"
-        for d in (self.datasets, self.artifacts, self.tmp):
+        for d in (self.datasets, self.artifacts, self.checkpoints, self.tmp):
             d.mkdir(parents=True, exist_ok=True)
 
     async def receive(self, chunks: AsyncIterator[bytes], limit: int) -> tuple[Path, str, int]:
@@ -76,6 +79,27 @@ class Storage:
     def commit_artifact(self, tmp_file: Path, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp_file, target)
+
+    def latest_checkpoint(self, job_id: str) -> int | None:
+        """Step of the job's stored checkpoint (only the latest is kept), or None."""
+        folder = self.checkpoints / job_id
+        steps = [int(m[1]) for p in folder.glob("checkpoint-*.tar") if (m := CHECKPOINT.fullmatch(p.name))]
+        return max(steps, default=None)
+
+    def checkpoint_file(self, job_id: str, step: int) -> Path:
+        return self.checkpoints / job_id / f"checkpoint-{step}.tar"
+
+    def commit_checkpoint(self, tmp_file: Path, job_id: str, step: int) -> None:
+        """The new checkpoint in place first, then the older ones removed: one always stays whole."""
+        target = self.checkpoint_file(job_id, step)
+        self.commit_artifact(tmp_file, target)
+        for old in target.parent.glob("checkpoint-*.tar"):
+            if old != target:
+                old.unlink(missing_ok=True)
+
+    def delete_checkpoints(self, job_id: str) -> None:
+        for old in (self.checkpoints / job_id).glob("checkpoint-*.tar"):
+            old.unlink(missing_ok=True)
 
     def _write_atomic(self, target: Path, data: bytes) -> None:
         fd, name = tempfile.mkstemp(dir=self.tmp)

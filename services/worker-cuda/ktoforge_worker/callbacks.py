@@ -1,4 +1,5 @@
-"""The TrainerCallback that connects TRL to the job: metrics out as events, cancel in, every step."""
+"""The TrainerCallback that connects TRL to the job: metrics out as events, cancel in, every step;
+each checkpoint handed to the job once the Trainer has written it whole."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ class JobCallback(TrainerCallback):
         with self.metrics_file.open("a") as fh:
             fh.write(json.dumps(metrics) + "\n")
         self.ctx.report(metrics)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        step = state.global_step
+        self.ctx.checkpoint_saved(Path(args.output_dir) / f"checkpoint-{step}", step)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.ctx.should_stop():
