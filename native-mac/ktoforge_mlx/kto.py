@@ -1,8 +1,8 @@
 """The KTO objective in MLX, computed exactly as TRL 1.14.2's ``KTOTrainer._compute_loss`` does.
 
-Policy = base + mlx-lm LoRA layers; reference = the same model with every LoRA contribution switched off
-(scale 0) under ``stop_gradient``: no second copy of the weights, which is what lets a 7B model train in
-24 GB. The KL estimate, the loss variants and the per-batch metrics follow TRL line by line so that a
+Policy = base + mlx-lm LoRA layers; reference = the same model with each LoRA layer's base linear swapped
+in (the adapter not computed) under ``stop_gradient``: no second copy of the weights, which is what lets a
+7B model train in 24 GB. The KL estimate, the loss variants and the per-batch metrics follow TRL line by line so that a
 job gives the same numbers on the Mac as on the CUDA worker (tests/mlx/test_parity.py checks it).
 """
 
