@@ -170,8 +170,12 @@ class Supervisor:
     def _banner(self) -> None:
         st = self.settings
         names = ", ".join(s.name for s in self.services)
+        default_key = Settings.model_fields["api_key"].default.get_secret_value()
+        key = (f"the development default '{default_key}': set KTOFORGE_API_KEY (.env) before opening it to a network"
+               if st.api_key.get_secret_value() == default_key else "from KTOFORGE_API_KEY")
         print(f"[ktoforge] started {names}\n"
               f"  API      http://{st.api_host}:{st.api_port}  (docs: http://{st.api_host}:{st.api_port}/docs)\n"
+              f"  API key  {key}\n"
               f"  Flower   http://127.0.0.1:{st.flower_port}  (user {st.flower_user})\n"
               f"  Redis    redis://127.0.0.1:{st.redis_port}/0\n"
               "  Ctrl-C stops everything.", flush=True)

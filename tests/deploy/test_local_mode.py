@@ -40,6 +40,7 @@ def test_up_serves_restarts_a_crashed_worker_and_stops_every_child(tmp_path):
         env = system.env
         banner = system.log.read_text()
         assert f"API      {system.url}" in banner and f"{system.url}/docs" in banner
+        assert "API key  from KTOFORGE_API_KEY" in banner and env["KTOFORGE_API_KEY"] not in banner
         assert f"Flower   http://127.0.0.1:{env['KTOFORGE_FLOWER_PORT']}" in banner
         assert httpx.get(f"{system.url}/healthz", timeout=10).status_code == 200
         flower = f"http://127.0.0.1:{env['KTOFORGE_FLOWER_PORT']}/"
@@ -128,3 +129,14 @@ def test_cli_offers_up_and_the_dataset_commands():
     assert up.exit_code == 0 and "Start redis-server, the API" in up.output
     dataset = runner.invoke(app, ["dataset", "--help"])
     assert dataset.exit_code == 0 and "inspect" in dataset.output
+
+
+def test_banner_names_the_development_key_only_while_it_is_the_default(capsys):
+    from ktoforge.local import Supervisor
+    from ktoforge.settings import Settings
+
+    Supervisor(Settings(_env_file=None, api_key="dev-api-key"))._banner()
+    assert "API key  the development default 'dev-api-key': set KTOFORGE_API_KEY" in capsys.readouterr().out
+    Supervisor(Settings(_env_file=None, api_key="s3cret-user-key"))._banner()
+    out = capsys.readouterr().out
+    assert "API key  from KTOFORGE_API_KEY" in out and "s3cret" not in out
