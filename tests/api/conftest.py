@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+
+from tests.conftest import free_port
 
 USER = {"Authorization": "Bearer test-api-key"}
 WORKER = {"Authorization": "Bearer test-worker-token"}
@@ -56,3 +64,36 @@ def dataset_id(client: TestClient, reference_dataset: Path) -> str:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class LiveApi:
+    url: str
+    proc: subprocess.Popen
+
+
+@pytest.fixture()
+def live_api(kf_env: dict[str, str], redis_client, tmp_path: Path) -> Iterator[LiveApi]:
+    port = free_port()
+    env = {**os.environ, **kf_env, "KTOFORGE_API_HOST": "127.0.0.1", "KTOFORGE_API_PORT": str(port)}
+    log = (tmp_path / "api.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "ktoforge_api.main:app", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "api.log").read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield LiveApi(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()

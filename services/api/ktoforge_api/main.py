@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi_offline import FastAPIOffline
 
 from ktoforge import __version__
 from ktoforge.reaper import start_reaper
@@ -26,7 +27,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     settings = get_settings()
     logging.basicConfig(level=logging.INFO)
-    app = FastAPI(title="KTO Forge", version=__version__, lifespan=lifespan,
+    # /docs and /redoc serve Swagger UI and ReDoc from the package, not a CDN: they work on an offline LAN.
+    app = FastAPIOffline(title="KTO Forge", version=__version__, lifespan=lifespan,
                   description="KTO preference fine-tuning jobs on CUDA (TRL + Unsloth) and Apple silicon (MLX). "
                               "Send `Authorization: Bearer <KTOFORGE_API_KEY>` to every /v1 route.")
     if settings.cors_origins:  # closed unless origins are listed
