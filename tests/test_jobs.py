@@ -86,3 +86,16 @@ def test_reaper_requeues_stale_job_then_fails_after_max_attempts(store, redis_cl
     failed = store.get(job.id)
     assert failed.status == JobStatus.failed and f"lost {settings.max_attempts} times" in failed.reason
     assert redis_client.llen("cuda") == settings.max_attempts - 1
+
+
+def test_an_event_resent_after_a_lost_reply_is_stored_once(store):
+    """What the client's retry sends when Redis went down after running XADD but before answering (seen in
+    the Redis-restart fault test as a step reported twice): the same script, keys and token again."""
+    job, _ = store.create(SPEC)
+    keys = [f"kf:events:{job.id}", "kf:event-once:resent-token"]
+    args = ["metrics", 1.0, '{"step": 8, "loss": 0.5}']
+    first = store._add_event_once(keys=keys, args=args)
+    assert store._add_event_once(keys=keys, args=args) == first
+    metrics = [e for e in store.events(job.id, None, 100) if e.type == "metrics"]
+    assert [(e.id, e.data["step"]) for e in metrics] == [(first, 8)]
+    assert 0 < store.r.ttl("kf:event-once:resent-token") <= 600  # tokens expire: no growth

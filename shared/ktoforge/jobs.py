@@ -30,6 +30,17 @@ ALLOWED: dict[JobStatus, set[JobStatus]] = {
 }
 
 
+# Appends one event at most once per token. The client retries a command whose reply was lost (Redis going
+# down between running it and answering); without the token that retry would add the event a second time.
+ADD_EVENT_ONCE = """
+local done = redis.call('GET', KEYS[2])
+if done then return done end
+local id = redis.call('XADD', KEYS[1], '*', 'type', ARGV[1], 'time', ARGV[2], 'data', ARGV[3])
+redis.call('SET', KEYS[2], id, 'EX', 600)
+return id
+"""
+
+
 class TransitionError(RuntimeError):
     """A state change the lifecycle forbids (e.g. cancelling a finished job)."""
 
@@ -47,6 +58,7 @@ class JobStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
+        self._add_event_once = client.register_script(ADD_EVENT_ONCE)
 
     @classmethod
     def from_url(cls, url: str) -> "JobStore":
@@ -197,7 +209,9 @@ class JobStore:
 
     # --- events --------------------------------------------------------------------------------------
     def add_event(self, job_id: str, type_: str, data: dict[str, Any]) -> str:
-        return self.r.xadd(_key("events", job_id), {"type": type_, "time": time.time(), "data": json.dumps(data)})
+        """Append to the job's stream exactly once, even when a Redis restart makes the client retry."""
+        keys = [_key("events", job_id), _key("event-once", uuid.uuid4().hex)]
+        return self._add_event_once(keys=keys, args=[type_, time.time(), json.dumps(data)])
 
     def events(self, job_id: str, after: str | None, limit: int) -> list[Event]:
         """Events strictly after the cursor ``after`` (a stream id), oldest first."""
