@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ktoforge.jobs import JobStore, TransitionError
+from ktoforge.jobs import JobStore, TransitionError, apply_transition
 from ktoforge.queue import make_celery
 from ktoforge.reaper import reap_once
 from ktoforge.schemas import JobCreate, JobStatus
@@ -99,3 +99,17 @@ def test_an_event_resent_after_a_lost_reply_is_stored_once(store):
     metrics = [e for e in store.events(job.id, None, 100) if e.type == "metrics"]
     assert [(e.id, e.data["step"]) for e in metrics] == [(first, 8)]
     assert 0 < store.r.ttl("kf:event-once:resent-token") <= 600  # tokens expire: no growth
+
+
+def test_a_transition_applied_again_after_a_lost_reply_changes_nothing(store):
+    """The retry of a record write whose reply Redis lost re-reads the record and finds its own change: it
+    must neither fail (succeeded -> succeeded is not a transition) nor count an attempt twice."""
+    job, _ = store.create(SPEC)
+    running = store.transition(job.id, JobStatus.running)
+    entry = {"status": "succeeded", "time": 1234.5}
+    done = apply_transition(running, JobStatus.succeeded, entry, {})
+    assert apply_transition(done, JobStatus.succeeded, entry, {}) == done
+    with pytest.raises(TransitionError):  # a different, later request still obeys the rules
+        apply_transition(done, JobStatus.succeeded, {**entry, "time": 1234.6}, {})
+    again = apply_transition(running, JobStatus.running, running.history[-1], {})
+    assert again.attempts == running.attempts == 1

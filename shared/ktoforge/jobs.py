@@ -111,35 +111,23 @@ class JobStore:
 
     def transition(self, job_id: str, to: JobStatus, reason: str | None = None, **fields: Any) -> Job:
         """Move to ``to`` if the lifecycle allows it, recording the time and reason, and emit a state event."""
-
-        def change(job: Job) -> Job:
-            if to not in ALLOWED[job.status]:
-                raise TransitionError(f"job {job_id} is {job.status.value}; it cannot become {to.value}")
-            now = time.time()
-            update: dict[str, Any] = {"status": to, "updated_at": now, "reason": reason, **fields,
-                                      "history": [*job.history, {"status": to.value, "time": now,
-                                                                 **({"reason": reason} if reason else {})}]}
-            if to == JobStatus.running:
-                update.setdefault("started_at", job.started_at or now)
-                update["attempts"] = job.attempts + 1
-            if to in TERMINAL:
-                update["finished_at"] = now
-            return job.model_copy(update=update)
-
-        job = self._mutate(job_id, change)
+        entry = {"status": to.value, "time": time.time(), **({"reason": reason} if reason else {})}
+        job = self._mutate(job_id, lambda job: apply_transition(job, to, entry, fields))
         data = {"status": to.value, **({"reason": reason} if reason else {}), **fields}
         self.add_event(job_id, "state", data)
         return job
 
     def resume(self, job_id: str, worker: str) -> Job:
         """Count another attempt at a job left running by a worker that died (running -> running)."""
+        entry = {"status": "running", "time": time.time(), "reason": "resumed after worker loss"}
 
         def change(job: Job) -> Job:
+            if _already_applied(job, entry):
+                return job
             if job.status != JobStatus.running:
                 raise TransitionError(f"job {job_id} is {job.status.value}; only a running job is resumed")
-            now = time.time()
-            return job.model_copy(update={"attempts": job.attempts + 1, "updated_at": now, "worker": worker, "history": [
-                *job.history, {"status": "running", "time": now, "reason": "resumed after worker loss"}]})
+            return job.model_copy(update={"attempts": job.attempts + 1, "updated_at": entry["time"], "worker": worker,
+                                          "history": [*job.history, entry]})
 
         job = self._mutate(job_id, change)
         self.add_event(job_id, "log", {"message": "resuming after worker loss", "attempt": job.attempts,
@@ -228,6 +216,29 @@ class JobStore:
         for event in self.events(job_id, None, 1_000_000):
             if event.type == "metrics":
                 yield event.data
+
+
+def _already_applied(job: Job, entry: dict[str, Any]) -> bool:
+    """Our own change already landed: Redis ran the write and lost only its reply, and this is the client's
+    retry (redis-py raises WatchError, and _mutate reads the record again). The entry's time identifies it."""
+    return bool(job.history) and job.history[-1] == entry
+
+
+def apply_transition(job: Job, to: JobStatus, entry: dict[str, Any], fields: dict[str, Any]) -> Job:
+    """The job after the state change that ``entry`` records (once: applying it again changes nothing)."""
+    if _already_applied(job, entry):
+        return job
+    if to not in ALLOWED[job.status]:
+        raise TransitionError(f"job {job.id} is {job.status.value}; it cannot become {to.value}")
+    now = entry["time"]
+    update: dict[str, Any] = {"status": to, "updated_at": now, "reason": entry.get("reason"), **fields,
+                              "history": [*job.history, entry]}
+    if to == JobStatus.running:
+        update.setdefault("started_at", job.started_at or now)
+        update["attempts"] = job.attempts + 1
+    if to in TERMINAL:
+        update["finished_at"] = now
+    return job.model_copy(update=update)
 
 
 def _event(eid: str, fields: dict[str, str]) -> Event:
