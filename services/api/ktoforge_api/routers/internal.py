@@ -47,6 +47,7 @@ Step = Annotated[int, Path(ge=1, le=1_000_000_000, description="The optimizer st
 
 @router.get("/jobs/{job_id}/checkpoint", response_model=CheckpointInfo)
 def latest_checkpoint(job: JobDep, storage: StorageDep) -> CheckpointInfo:
+    """The step of the checkpoint kept for this job (null: none), asked by a worker before it trains."""
     return CheckpointInfo(step=storage.latest_checkpoint(job.id))
 
 
@@ -64,6 +65,7 @@ async def upload_checkpoint(job: JobDep, step: Step, request: Request, storage: 
 
 @router.get("/jobs/{job_id}/checkpoint/{step}", response_class=FileResponse)
 def download_checkpoint(job: JobDep, step: Step, storage: StorageDep) -> FileResponse:
+    """The checkpoint's tar, for a worker resuming the job without it on its disk."""
     path = storage.checkpoint_file(job.id, step)
     if not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job.id} has no checkpoint at step {step}")
