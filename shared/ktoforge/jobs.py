@@ -86,7 +86,7 @@ class JobStore:
         pipe = self.r.pipeline()
         pipe.set(_key("job", job.id), job.model_dump_json())
         pipe.zadd(_key("jobs"), {job.id: now})
-        pipe.xadd(_key("events", job.id), {"type": "state", "time": now, "data": json.dumps({"status": "queued"})})
+        self.add_event(job.id, "state", {"status": "queued"}, client=pipe)
         pipe.execute()
         return job, True
 
@@ -196,10 +196,13 @@ class JobStore:
         return None if raw is None else time.time() - float(raw)
 
     # --- events --------------------------------------------------------------------------------------
-    def add_event(self, job_id: str, type_: str, data: dict[str, Any]) -> str:
-        """Append to the job's stream exactly once, even when a Redis restart makes the client retry."""
+    def add_event(self, job_id: str, type_: str, data: dict[str, Any], client: Any = None) -> str:
+        """Append to the job's stream exactly once, even when a Redis restart makes the client retry.
+
+        ``client``: a pipeline to queue the append in (then its result comes from the pipeline's execute).
+        """
         keys = [_key("events", job_id), _key("event-once", uuid.uuid4().hex)]
-        return self._add_event_once(keys=keys, args=[type_, time.time(), json.dumps(data)])
+        return self._add_event_once(keys=keys, args=[type_, time.time(), json.dumps(data)], client=client or self.r)
 
     def events(self, job_id: str, after: str | None, limit: int) -> list[Event]:
         """Events strictly after the cursor ``after`` (a stream id), oldest first."""

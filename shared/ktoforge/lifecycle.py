@@ -52,16 +52,15 @@ class JobContext:
     def checkpoint_saved(self, folder: Path, step: int) -> None:
         """Called by a backend once a checkpoint is whole on disk: the API keeps a copy, so a worker on another
         machine can resume the job. A failed upload costs only that: training goes on, the local copy stays."""
-        if self.client is None or not self.settings.upload_checkpoints:
-            self.log("checkpoint saved", step=step, uploaded=False)
-            return
-        try:
-            self.client.upload_checkpoint(self.job.id, folder, step)
-        except Exception as exc:
-            log.warning("job %s: checkpoint %s not uploaded: %s", self.job.id, step, exc)
-            self.log("checkpoint saved", step=step, uploaded=False, error=failure_reason(exc, self.settings))
-            return
-        self.log("checkpoint saved", step=step, uploaded=True)
+        outcome: dict[str, Any] = {"uploaded": False}
+        if self.client is not None and self.settings.upload_checkpoints:
+            try:
+                self.client.upload_checkpoint(self.job.id, folder, step)
+                outcome["uploaded"] = True
+            except Exception as exc:
+                log.warning("job %s: checkpoint %s not uploaded: %s", self.job.id, step, exc)
+                outcome["error"] = failure_reason(exc, self.settings)
+        self.log("checkpoint saved", step=step, **outcome)
 
     def fetch_checkpoint(self) -> None:
         """A resumed job whose latest checkpoint was written on another worker's disk takes it from the API."""

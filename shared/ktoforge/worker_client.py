@@ -44,9 +44,7 @@ class WorkerClient:
         A temporary file per download: workers sharing a work dir may fetch the same file at once, and none
         may read or move another's half-written copy.
         """
-        fd, name = tempfile.mkstemp(dir=dest_dir, prefix=prefix, suffix=".part")
-        os.close(fd)
-        tmp = Path(name)
+        tmp = _new_file(dest_dir, prefix, ".part")
 
         def fetch() -> httpx.Response:
             with self.http.stream("GET", url) as response:
@@ -94,9 +92,7 @@ class WorkerClient:
 
     def upload_checkpoint(self, job_id: str, folder: Path, step: int) -> None:
         """One checkpoint folder, sent as an uncompressed tar (safetensors and optimizer states barely compress)."""
-        fd, name = tempfile.mkstemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tar")
-        os.close(fd)
-        tmp = Path(name)
+        tmp = _new_file(folder.parent, f".{folder.name}.", ".tar")
         try:
             with tarfile.open(tmp, "w") as tar:
                 tar.add(folder, arcname=".")
@@ -122,6 +118,13 @@ class WorkerClient:
 
     def delete_checkpoint(self, job_id: str) -> None:
         self._retry(lambda: self.http.delete(f"/v1/internal/jobs/{job_id}/checkpoint"))
+
+
+def _new_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """An empty file of a name no other process holds, in ``folder`` (so a rename from it is atomic)."""
+    fd, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
+    os.close(fd)
+    return Path(name)
 
 
 def _sha256(path: Path) -> str:

@@ -93,13 +93,12 @@ class Storage:
         """The new checkpoint in place first, then the older ones removed: one always stays whole."""
         target = self.checkpoint_file(job_id, step)
         self.commit_artifact(tmp_file, target)
-        for old in target.parent.glob("checkpoint-*.tar"):
-            if old != target:
-                old.unlink(missing_ok=True)
+        self.delete_checkpoints(job_id, keep=target)
 
-    def delete_checkpoints(self, job_id: str) -> None:
+    def delete_checkpoints(self, job_id: str, keep: Path | None = None) -> None:
         for old in (self.checkpoints / job_id).glob("checkpoint-*.tar"):
-            old.unlink(missing_ok=True)
+            if old != keep:
+                old.unlink(missing_ok=True)
 
     def _write_atomic(self, target: Path, data: bytes) -> None:
         fd, name = tempfile.mkstemp(dir=self.tmp)
