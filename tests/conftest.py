@@ -13,7 +13,7 @@ import pytest
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DATASET = ROOT.parent / "shared" / "datasets" / "syngen_toolset_v1.0.0_claude.jsonl"
+REFERENCE_DATASET = ROOT / "datasets" / "syngen_toolset_v1.0.0_claude.jsonl"  # the repository's own copy (MIT)
 
 
 def free_port() -> int:
@@ -100,7 +100,7 @@ def kf_env(redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.Monkey
 @pytest.fixture(scope="session")
 def reference_dataset() -> Path:
     if not REFERENCE_DATASET.exists():
-        pytest.fail(f"reference dataset missing at {REFERENCE_DATASET} (../shared/datasets beside the repo)")
+        pytest.fail(f"reference dataset missing at {REFERENCE_DATASET} (it is part of the repository: datasets/)")
     return REFERENCE_DATASET
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from ktoforge.local import stop_group
 from tests.conftest import ROOT, free_port
 
 API_KEY = "e2e-api-key"
@@ -80,7 +80,6 @@ def start_system(tmp: Path, workers: list[str], **extra: str) -> System:
     env = {
         **os.environ,
         "KTOFORGE_API_PORT": str(port),
-        "KTOFORGE_API_URL": f"http://127.0.0.1:{port}",
         "KTOFORGE_REDIS_PORT": str(free_port()),
         "KTOFORGE_REDIS_PASSWORD": "e2e-redis-pass",
         "KTOFORGE_FLOWER_PORT": str(free_port()),
@@ -94,6 +93,8 @@ def start_system(tmp: Path, workers: list[str], **extra: str) -> System:
         **{f"KTOFORGE_{k.upper()}": v for k, v in extra.items()},
     }
     env.pop("KTOFORGE_REDIS_URL", None)
+    if "api_url" not in extra:  # the workers find the API from KTOFORGE_API_PORT, as `make dev` users rely on
+        env.pop("KTOFORGE_API_URL", None)
     log = tmp / "system.log"
     proc = subprocess.Popen([str(Path(sys.executable).parent / "ktoforge"), "up"], cwd=tmp, env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -107,13 +108,7 @@ def start_system(tmp: Path, workers: list[str], **extra: str) -> System:
 
 
 def stop_system(system: System) -> None:
-    if system.proc.poll() is None:
-        os.killpg(system.proc.pid, signal.SIGINT)
-        try:
-            system.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(system.proc.pid, signal.SIGKILL)
-            system.proc.wait()
+    stop_group(system.proc)
 
 
 def upload(client: httpx.Client, path: Path) -> str:

@@ -12,6 +12,7 @@ import sys
 if "torch" not in sys.modules:
     sys.modules["torch"] = None  # type: ignore[assignment]  # import torch → ImportError; find_spec → None
 
+from ktoforge.evaluation.records import EVAL_TASK  # noqa: E402
 from ktoforge.lifecycle import run_job  # noqa: E402
 from ktoforge.queue import TRAIN_TASK, make_celery  # noqa: E402
 
@@ -25,3 +26,12 @@ def train_job(self, job_id: str) -> None:
     from ktoforge_mlx.worker import train
 
     run_job(job_id, "mlx", train, worker=self.request.hostname)
+
+
+@celery_app.task(name=EVAL_TASK, bind=True)
+def evaluate_job(self, job_id: str, evaluation_id: str) -> None:
+    """Base model vs adapter on a prompt set (ktoforge.evaluation.run), with mlx-lm."""
+    from ktoforge.evaluation.run import run_evaluation
+    from ktoforge_mlx.generate import generate
+
+    run_evaluation(job_id, evaluation_id, "mlx", generate, worker=self.request.hostname)

@@ -15,6 +15,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +79,11 @@ class Plan:
 
 
 def make_optimizer(plan: Plan) -> optim.Optimizer:
-    """torch's AdamW as transformers builds it (weight decay 0), with the plan's schedule."""
-    schedule = lambda step: mx.array(plan.learning_rate * plan.lr_factor(int(step)), mx.float32)  # noqa: E731
-    return optim.AdamW(learning_rate=schedule, betas=list(plan.adam_betas), eps=plan.adam_eps,
-                       weight_decay=0.0, bias_correction=True)
+    """torch's AdamW as transformers builds it (weight decay 0). The learning rate is a plain value that the
+    training loop sets before each step from the plan's schedule: a schedule function would be traced into the
+    compiled step, where a step count cannot become a Python int."""
+    return optim.AdamW(learning_rate=plan.learning_rate * plan.lr_factor(0), betas=list(plan.adam_betas),
+                       eps=plan.adam_eps, weight_decay=0.0, bias_correction=True)
 
 
 def enable_grad_checkpointing(model: nn.Module) -> None:
@@ -91,27 +93,65 @@ def enable_grad_checkpointing(model: nn.Module) -> None:
     grad_checkpoint(model.layers[0])
 
 
-def accumulate_grads(model: nn.Module, batches: list[Batch], cfg: KTOSettings) -> tuple[Any, list[dict[str, float]]]:
-    """Gradient of the mean micro-batch loss over ``batches``, and each batch's TRL metrics."""
-    loss_and_grad = nn.value_and_grad(model, lambda m, b, fixed: kto_loss(m, b, cfg, fixed))
-    total, metrics = None, []
-    for batch in batches:
-        fixed = fixed_terms(model, batch, cfg)
-        mx.eval(fixed)
-        (loss, aux), grads = loss_and_grad(model, batch, fixed)
-        grads = tree_map(lambda g: g / len(batches), grads)
-        total = grads if total is None else tree_map(mx.add, total, grads)
-        mx.eval(total, loss, aux)
-        metrics.append(batch_metrics(loss.item(), {k: v.item() for k, v in aux.items()}))
-    return total, metrics
+PAD_MULTIPLE = 32  # widths rounded up to this (as mlx-lm's batches are): few shapes, few compilations
 
 
-def optimizer_step(model: nn.Module, optimizer: optim.Optimizer, grads: Any, max_grad_norm: float) -> float:
-    """Clip to ``max_grad_norm`` (as Trainer does) and update; returns the pre-clip norm."""
-    clipped, norm = optim.clip_grad_norm(grads, max_grad_norm)
-    optimizer.update(model, clipped)
-    mx.eval(model.trainable_parameters(), optimizer.state)
-    return norm.item()
+def bucketed(batch: Batch) -> Batch:
+    """The batch right-padded to a multiple of PAD_MULTIPLE tokens. The compiled step is traced once per input
+    shape; rounding keeps that to a handful. Extra right padding changes no number: each position attends only
+    to earlier ones and padded positions are masked out of every sum."""
+    out = dict(batch)
+    for prefix in ("", "KL_"):
+        if f"{prefix}input_ids" not in batch:
+            continue
+        width = batch[f"{prefix}input_ids"].shape[1]
+        extra = -width % PAD_MULTIPLE
+        for key in (f"{prefix}input_ids", f"{prefix}completion_mask"):
+            out[key] = mx.pad(batch[key], [(0, 0), (0, extra)]) if extra else batch[key]
+    return out
+
+
+class CompiledStep:
+    """One optimizer step as mlx-lm's trainer runs it: ``value_and_grad`` built once, the micro-batch gradient
+    and the update each ``mx.compile``-d with the model and optimizer state, one ``mx.eval`` per micro-batch
+    (the accumulated gradient and the loss sums; nothing is read back to the host until the step is done).
+
+    Built after a checkpoint is loaded: the compiled functions hold the optimizer's state dict itself.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: optim.Optimizer, cfg: KTOSettings, max_grad_norm: float):
+        self.model, self.optimizer = model, optimizer
+        loss_and_grad = nn.value_and_grad(model, lambda m, b, fixed: kto_loss(m, b, cfg, fixed))
+        if not optimizer._initialized:  # its moments must exist before they are traced as inputs
+            optimizer.init(model.trainable_parameters())
+        state = [model.state, optimizer.state]
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def micro(batch: Batch, previous: Any, scale: float) -> tuple[mx.array, dict[str, mx.array], Any]:
+            fixed = fixed_terms(model, batch, cfg)  # no gradient flows through it (stop_gradient in kto_loss)
+            (loss, aux), grads = loss_and_grad(model, batch, fixed)
+            grads = tree_map(lambda g: g * scale, grads)
+            return loss, aux, grads if previous is None else tree_map(mx.add, grads, previous)
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def update(grads: Any) -> mx.array:
+            clipped, norm = optim.clip_grad_norm(grads, max_grad_norm)
+            optimizer.update(model, clipped)
+            return norm
+
+        self.micro, self.update = micro, update
+
+    def __call__(self, batches: list[Batch], lr: float) -> tuple[float, list[dict[str, float]]]:
+        """(pre-clip gradient norm, each micro-batch's TRL metrics) of one step over ``batches``."""
+        self.optimizer.learning_rate = lr
+        grads, sums = None, []
+        for batch in batches:
+            loss, aux, grads = self.micro(bucketed(batch), grads, 1.0 / len(batches))
+            mx.eval(grads, loss, aux)
+            sums.append((loss, aux))
+        norm = self.update(grads)
+        mx.eval(self.model.state, self.optimizer.state, norm)
+        return norm.item(), [batch_metrics(loss.item(), {k: v.item() for k, v in aux.items()}) for loss, aux in sums]
 
 
 def evaluate(model: nn.Module, batches: list[Batch], cfg: KTOSettings) -> dict[str, float]:
@@ -163,13 +203,13 @@ def train(model: nn.Module, optimizer: optim.Optimizer, get_batch: Callable[[int
     stop, each then passed to ``on_checkpoint``; ``should_stop`` is checked after every step (cancel, lost lease).
     """
     model.train()
+    compiled = CompiledStep(model, optimizer, cfg, plan.max_grad_norm)
     window: list[dict[str, float]] = []
     tokens, started, step = 0, time.monotonic(), start_step
     while step < plan.max_steps:
         batches = [get_batch(i) for i in plan.batch_indices(step)]
-        grads, metrics = accumulate_grads(model, batches, cfg)
         lr = plan.learning_rate * plan.lr_factor(step)
-        grad_norm = optimizer_step(model, optimizer, grads, plan.max_grad_norm)
+        grad_norm, metrics = compiled(batches, lr)
         step += 1
         window += metrics
         tokens += sum(int((b["input_ids"].shape[0] * b["input_ids"].shape[1])) for b in batches)

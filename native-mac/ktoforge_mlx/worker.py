@@ -15,6 +15,7 @@ from typing import Any
 
 from ktoforge.lifecycle import JobContext
 from ktoforge.models import resolve
+from ktoforge.schemas import CUDA_ONLY_OPTIMIZERS, Hyperparameters
 
 
 def _load(model_ref: str) -> tuple[Any, Any, Path]:
@@ -23,8 +24,26 @@ def _load(model_ref: str) -> tuple[Any, Any, Path]:
     from mlx_lm.utils import _download
 
     path = _download(model_ref)
-    model, tokenizer = mlx_lm.load(str(path))
+    # Explicitly no code from the model's folder, for the weights and the tokenizer alike: the folder is the
+    # user's choice, the code would run as the worker.
+    model, tokenizer = mlx_lm.load(str(path), tokenizer_config={"trust_remote_code": False}, trust_remote_code=False)
     return model, tokenizer, path
+
+
+def apply_precision(model: Any, hp: Hyperparameters) -> None:
+    """The job's ``quantization`` on MLX (before LoRA is added: mlx-lm's LoRA wraps quantized linears too):
+    nf4 becomes MLX's affine 4-bit (group 64; MLX has no NormalFloat), int8 its 8-bit, bf16/fp32 a dtype, auto
+    the model as stored. bitsandbytes' 8-bit and paged optimizers do not exist here: refused, like on a CPU."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    if hp.optim in CUDA_ONLY_OPTIMIZERS:
+        raise ValueError(f"optim={hp.optim} needs a CUDA GPU (bitsandbytes); the MLX worker trains with AdamW: "
+                         "choose adamw_torch")
+    if hp.quantization in ("nf4", "int8"):
+        nn.quantize(model, group_size=64, bits=4 if hp.quantization == "nf4" else 8)
+    elif hp.quantization in ("bf16", "fp32"):
+        model.set_dtype(mx.bfloat16 if hp.quantization == "bf16" else mx.float32)
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -60,6 +79,7 @@ def train(ctx: JobContext) -> None:
     train_rows, eval_rows, weights = prepare(ctx.dataset_path, model_dir, encode, hp)
     if not train_rows:
         raise ValueError(f"no training row has a prompt shorter than max_length={hp.max_length}")
+    apply_precision(model, hp)
     params = lora_parameters(model, job.lora)
     mx.random.seed(hp.seed)  # the LoRA initialisation is the job's, reproducible
     add_lora(model, params)

@@ -1,4 +1,5 @@
-"""``builtin:tiny-mistral``: a tiny random-weight Mistral and a BPE tokenizer, generated deterministically.
+"""``builtin:tiny-mistral``: a tiny random-weight Mistral and a BPE tokenizer, generated deterministically;
+and the registry of builtin models (``builtin:smollm2-135m`` is converted in ktoforge.builtin_smollm2).
 
 No model hub is reachable in CI or on a first run offline, so the product ships a model it can make
 itself. It is written in Hugging Face layout (config.json, model.safetensors, tokenizer files) and
@@ -10,10 +11,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from ktoforge.builtin_smollm2 import SMOLLM2
+from ktoforge.builtin_smollm2 import VERSION as SMOLLM2_VERSION
+from ktoforge.builtin_smollm2 import write_model as write_smollm2
 
 BUILTIN_PREFIX = "builtin:"
 TINY_MISTRAL = "builtin:tiny-mistral"
@@ -66,24 +73,39 @@ def is_builtin(model: str) -> bool:
     return model.startswith(BUILTIN_PREFIX)
 
 
+def _write_tiny_mistral(out: Path) -> None:
+    """The whole tiny-mistral folder (tokenizer, weights, configs): made in seconds, so tests never wait."""
+    _write_tokenizer(out)
+    _write_weights(out)
+    (out / "config.json").write_text(json.dumps(CONFIG, indent=2))
+    (out / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+
+
+# name → (cache folder, writer): every builtin is made in a temp folder of the cache dir, then renamed.
+BUILTINS: dict[str, tuple[str, Callable[[Path], None]]] = {
+    TINY_MISTRAL: (f"tiny-mistral-v{VERSION}", _write_tiny_mistral),
+    SMOLLM2: (f"smollm2-135m-v{SMOLLM2_VERSION}", write_smollm2),
+}
+
+
 def builtin_path(model: str, cache_dir: Path) -> Path:
     """Directory holding the generated model, made on first use (atomically, safe across processes)."""
-    if model != TINY_MISTRAL:
-        raise ValueError(f"unknown builtin model {model!r}; available: {TINY_MISTRAL}")
-    target = Path(cache_dir) / f"tiny-mistral-v{VERSION}"
+    if model not in BUILTINS:
+        raise ValueError(f"unknown builtin model {model!r}; available: {', '.join(BUILTINS)}")
+    folder, write = BUILTINS[model]
+    target = Path(cache_dir) / folder
     if (target / "model.safetensors").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-mistral-", dir=target.parent))
-    _write_tokenizer(tmp)
-    _write_weights(tmp)
-    (tmp / "config.json").write_text(json.dumps(CONFIG, indent=2))
-    (tmp / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}-", dir=target.parent))
+    try:
+        write(tmp)
+    except BaseException:  # a failed conversion leaves no half folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.rename(tmp, target)
     except OSError:  # another process won the race; theirs is identical
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 

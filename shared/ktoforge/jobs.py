@@ -1,7 +1,10 @@
-"""Durable job state in Redis: records, checked transitions, per-job event streams, cancel flags, leases.
+"""Durable job state in Redis: records, checked transitions, per-job event streams, cancel flags, leases,
+and the presence of workers.
 
 The one module that owns job state. Workers write here directly (not through the API) so that events
-and transitions survive an API restart; the API reads here.
+and transitions survive an API restart; the API reads here. Every record is also in one index per status
+(and queued ones in one per backend), written in the same transaction as the record, so a page of jobs or
+the number waiting costs the same with ten jobs stored as with a hundred thousand.
 """
 
 from __future__ import annotations
@@ -10,15 +13,19 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from ktoforge.schemas import Event, Job, JobCreate, JobStatus
+from ktoforge.schemas import Backend, Event, Job, JobCreate, JobStatus
+from ktoforge.settings import get_settings
 
 PREFIX = "kf"
+BACKENDS: tuple[str, ...] = get_args(Backend)
+INDEX_VERSION = "1"  # bump when the indexes change shape: the API rebuilds them at start (ensure_indexes)
+MAX_STREAM_ID = 2**64 - 1  # each half of a Redis stream id is an unsigned 64-bit number
 TERMINAL = {JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled}
 ALLOWED: dict[JobStatus, set[JobStatus]] = {
     JobStatus.queued: {JobStatus.running, JobStatus.cancelled, JobStatus.failed},
@@ -32,10 +39,17 @@ ALLOWED: dict[JobStatus, set[JobStatus]] = {
 
 # Appends one event at most once per token. The client retries a command whose reply was lost (Redis going
 # down between running it and answering); without the token that retry would add the event a second time.
+# ARGV[4], the stream's length bound, trims it (MAXLEN ~: Redis runs with noeviction, and an endless job must
+# not fill its memory); a caller that sends no bound appends untrimmed.
 ADD_EVENT_ONCE = """
 local done = redis.call('GET', KEYS[2])
 if done then return done end
-local id = redis.call('XADD', KEYS[1], '*', 'type', ARGV[1], 'time', ARGV[2], 'data', ARGV[3])
+local id
+if ARGV[4] then
+  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'type', ARGV[1], 'time', ARGV[2], 'data', ARGV[3])
+else
+  id = redis.call('XADD', KEYS[1], '*', 'type', ARGV[1], 'time', ARGV[2], 'data', ARGV[3])
+end
 redis.call('SET', KEYS[2], id, 'EX', 600)
 return id
 """
@@ -53,18 +67,30 @@ def _key(*parts: str) -> str:
     return ":".join((PREFIX, *parts))
 
 
-class JobStore:
-    """Job records as JSON strings, an index sorted by creation time, and one Redis stream per job."""
+def _status_index(status: JobStatus | str) -> str:
+    return _key("jobs", JobStatus(status).value)
 
-    def __init__(self, client: redis.Redis) -> None:
+
+def _queued_index(backend: str) -> str:
+    return _key("jobs", JobStatus.queued.value, backend)
+
+
+class JobStore:
+    """Job records as JSON strings, indexes sorted by creation time, and one Redis stream per job."""
+
+    def __init__(self, client: redis.Redis, event_stream_max_len: int | None = None) -> None:
         self.r = client
         self._add_event_once = client.register_script(ADD_EVENT_ONCE)
+        self.event_stream_max_len = event_stream_max_len or get_settings().event_stream_max_len
 
     @classmethod
     def from_url(cls, url: str) -> "JobStore":
         # Retry with backoff for ~30 s: a Redis restart (AOF reload) pauses callers instead of failing them.
+        # Socket timeouts: a Redis that accepts but never answers must not hold a thread for ever (no command
+        # here blocks on the server side).
         retry = Retry(ExponentialBackoff(cap=4.0, base=0.25), retries=12)
         return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=10, socket_keepalive=True,
+                                        socket_connect_timeout=10, socket_timeout=30,
                                         retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError,
                                                                      redis.BusyLoadingError]))
 
@@ -86,6 +112,7 @@ class JobStore:
         pipe = self.r.pipeline()
         pipe.set(_key("job", job.id), job.model_dump_json())
         pipe.zadd(_key("jobs"), {job.id: now})
+        _index(pipe, job)
         self.add_event(job.id, "state", {"status": "queued"}, client=pipe)
         pipe.execute()
         return job, True
@@ -97,13 +124,54 @@ class JobStore:
         return Job.model_validate_json(raw)
 
     def list(self, status: JobStatus | None, offset: int, limit: int) -> tuple[list[Job], int]:
-        """Newest first. Filtering by status scans the index (fine for a single user's job count)."""
-        ids = self.r.zrevrange(_key("jobs"), 0, -1)
+        """Newest first, one page read from the index of ``status`` (or of all jobs); the total from its size.
+
+        A job that changed state between the two reads is left out of a filtered page rather than shown with
+        another status.
+        """
+        index = _key("jobs") if status is None else _status_index(status)
+        with self.r.pipeline(transaction=False) as pipe:
+            ids, total = pipe.zrevrange(index, offset, offset + limit - 1).zcard(index).execute()
         raws = self.r.mget([_key("job", i) for i in ids]) if ids else []
         jobs = [Job.model_validate_json(raw) for raw in raws if raw]
-        if status is not None:
-            jobs = [j for j in jobs if j.status == status]
-        return jobs[offset: offset + limit], len(jobs)
+        return [j for j in jobs if status is None or j.status == status], total
+
+    def count(self, status: JobStatus) -> int:
+        """How many jobs have this status (one ZCARD)."""
+        return int(self.r.zcard(_status_index(status)))
+
+    def queued_by_backend(self) -> dict[str, int]:
+        """Jobs waiting for a worker, per backend (one ZCARD each, in one round trip)."""
+        with self.r.pipeline(transaction=False) as pipe:
+            for backend in BACKENDS:
+                pipe.zcard(_queued_index(backend))
+            return dict(zip(BACKENDS, map(int, pipe.execute())))
+
+    def ensure_indexes(self, chunk: int = 500) -> int:
+        """Build the status indexes of records stored before they existed; returns how many were indexed.
+
+        Runs once per index version (the API calls it at start). Each chunk is indexed under WATCH of its
+        records, so a transition landing meanwhile makes the chunk start over instead of leaving a stale entry.
+        """
+        if self.r.get(_key("index-version")) == INDEX_VERSION:
+            return 0
+        ids = self.r.zrange(_key("jobs"), 0, -1)
+        for start in range(0, len(ids), chunk):
+            keys = [_key("job", i) for i in ids[start: start + chunk]]
+            with self.r.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(*keys)
+                        raws = pipe.mget(keys)
+                        pipe.multi()
+                        for raw in filter(None, raws):
+                            _index(pipe, Job.model_validate_json(raw))
+                        pipe.execute()
+                        break
+                    except redis.WatchError:
+                        continue
+        self.r.set(_key("index-version"), INDEX_VERSION)
+        return len(ids)
 
     def update(self, job_id: str, **fields: Any) -> Job:
         """Change non-state fields (step, max_steps) atomically."""
@@ -143,10 +211,13 @@ class JobStore:
                     raw = pipe.get(key)
                     if raw is None:
                         raise JobNotFound(job_id)
-                    job = change(Job.model_validate_json(raw))
+                    before = Job.model_validate_json(raw)
+                    job = change(before)
                     job.updated_at = max(job.updated_at, time.time())
                     pipe.multi()
                     pipe.set(key, job.model_dump_json())
+                    if job.status != before.status:  # same transaction: record and indexes never disagree
+                        _index(pipe, job)
                     pipe.execute()
                     return job
                 except redis.WatchError:
@@ -195,6 +266,37 @@ class JobStore:
         raw = self.r.get(_key("heartbeat", job_id))
         return None if raw is None else time.time() - float(raw)
 
+    # --- worker presence -----------------------------------------------------------------------------
+    def announce_worker(self, node: str, queue: str, info: dict[str, Any], ttl_s: float) -> None:
+        """Say that ``node`` consumes ``queue``, for ``ttl_s`` seconds (its worker refreshes it sooner).
+
+        A key per node and queue that Redis expires itself (no clock of ours compared with another machine's),
+        listed in one set so that readers find the keys without scanning.
+        """
+        key = _key("worker", queue, node)
+        value = json.dumps({**info, "node": node, "queue": queue, "time": time.time()})
+        with self.r.pipeline() as pipe:
+            pipe.set(key, value, px=int(ttl_s * 1000)).sadd(_key("workers"), key).execute()
+
+    def withdraw_worker(self, node: str, queues: list[str]) -> None:
+        """A worker that stops says so at once instead of waiting for its keys to expire."""
+        keys = [_key("worker", queue, node) for queue in queues]
+        if keys:
+            with self.r.pipeline() as pipe:
+                pipe.delete(*keys).srem(_key("workers"), *keys).execute()
+
+    def workers(self) -> dict[str, list[dict[str, Any]]]:
+        """Live workers per queue (their announced info, node-sorted); expired entries are dropped."""
+        keys = sorted(self.r.smembers(_key("workers")))
+        values = self.r.mget(keys) if keys else []
+        if gone := [k for k, v in zip(keys, values) if v is None]:
+            self.r.srem(_key("workers"), *gone)
+        found: dict[str, list[dict[str, Any]]] = {}
+        for value in filter(None, values):
+            info = json.loads(value)
+            found.setdefault(info["queue"], []).append(info)
+        return {queue: sorted(infos, key=lambda i: i["node"]) for queue, infos in found.items()}
+
     # --- events --------------------------------------------------------------------------------------
     def add_event(self, job_id: str, type_: str, data: dict[str, Any], client: Any = None) -> str:
         """Append to the job's stream exactly once, even when a Redis restart makes the client retry.
@@ -202,23 +304,46 @@ class JobStore:
         ``client``: a pipeline to queue the append in (then its result comes from the pipeline's execute).
         """
         keys = [_key("events", job_id), _key("event-once", uuid.uuid4().hex)]
-        return self._add_event_once(keys=keys, args=[type_, time.time(), json.dumps(data)], client=client or self.r)
+        args = [type_, time.time(), json.dumps(data), self.event_stream_max_len]
+        return self._add_event_once(keys=keys, args=args, client=client or self.r)
 
     def events(self, job_id: str, after: str | None, limit: int) -> list[Event]:
-        """Events strictly after the cursor ``after`` (a stream id), oldest first."""
+        """Events strictly after the cursor ``after`` (a stream id, see check_cursor), oldest first."""
+        if after and check_cursor(after) == (MAX_STREAM_ID, MAX_STREAM_ID):
+            return []  # nothing can follow the largest id (and Redis refuses an empty exclusive range)
         start = f"({after}" if after else "-"
         rows = self.r.xrange(_key("events", job_id), min=start, max="+", count=limit)
         return [_event(eid, fields) for eid, fields in rows]
-
-    def wait_events(self, job_id: str, after: str | None, block_ms: int) -> list[Event]:
-        """Block until events newer than ``after`` arrive (SSE)."""
-        res = self.r.xread({_key("events", job_id): after or "0-0"}, block=block_ms, count=500)
-        return [_event(eid, fields) for _, rows in res for eid, fields in rows]
 
     def iter_metrics(self, job_id: str) -> Iterator[dict[str, Any]]:
         for event in self.events(job_id, None, 1_000_000):
             if event.type == "metrics":
                 yield event.data
+
+
+def check_cursor(cursor: str) -> tuple[int, int]:
+    """The two numbers of a stream id ``<ms>-<seq>``; ValueError naming the rule when Redis would refuse it."""
+    ms, sep, seq = cursor.partition("-")
+    if not (sep and ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit()):
+        raise ValueError(f"an event id is two numbers joined by '-' (e.g. 1700000000000-0), got {cursor[:40]!r}")
+    parts = int(ms), int(seq)
+    if max(parts) > MAX_STREAM_ID:
+        raise ValueError(f"each number of an event id is at most {MAX_STREAM_ID}, got {cursor[:60]!r}")
+    return parts
+
+
+def _index(pipe: Any, job: Job) -> None:
+    """Queue the index writes that put ``job`` under its status only (idempotent: a retry writes the same)."""
+    for status in JobStatus:
+        if status == job.status:
+            pipe.zadd(_status_index(status), {job.id: job.created_at})
+        else:
+            pipe.zrem(_status_index(status), job.id)
+    for backend in BACKENDS:
+        if job.status == JobStatus.queued and backend == job.backend:
+            pipe.zadd(_queued_index(backend), {job.id: job.created_at})
+        else:
+            pipe.zrem(_queued_index(backend), job.id)
 
 
 def _already_applied(job: Job, entry: dict[str, Any]) -> bool:

@@ -20,6 +20,9 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from ktoforge.health import HealthMonitor
+from ktoforge.ids import is_job_id
+from ktoforge.job_outputs import write_extras
 from ktoforge.jobs import TERMINAL, JobNotFound, JobStore
 from ktoforge.schemas import Job, JobStatus
 from ktoforge.settings import Settings, get_settings
@@ -40,11 +43,19 @@ class JobContext:
     checkpoint_dir: Path
     lease_lost: threading.Event = field(default_factory=threading.Event)
     client: WorkerClient | None = None  # None: no API to keep checkpoints in (backends run on their own)
+    health: HealthMonitor = field(default_factory=HealthMonitor)
 
     def report(self, metrics: dict[str, Any]) -> None:
-        """Stream one log of metrics (TRL's names plus step, max_steps, eta_s) as a job event."""
+        """Stream one log of metrics (TRL's names plus step, max_steps, eta_s) as a job event.
+
+        ktoforge.health reads it first: a NaN/inf loss raises TrainingDiverged here (the job fails, naming the
+        step, before a NaN reaches the event stream); its warnings follow the metrics as events of type "warning".
+        """
+        warnings = self.health.check(metrics)
         self.store.add_event(self.job.id, "metrics", metrics)
         self.store.update(self.job.id, step=metrics.get("step"), max_steps=metrics.get("max_steps"))
+        for warning in warnings:
+            self.store.add_event(self.job.id, "warning", {"message": warning, "step": metrics.get("step")})
 
     def log(self, message: str, **data: Any) -> None:
         self.store.add_event(self.job.id, "log", {"message": message, **data})
@@ -130,6 +141,9 @@ def _forget_checkpoint(client: WorkerClient, job_id: str) -> None:
 
 def run_job(job_id: str, backend: str, train: TrainFn, worker: str | None = None) -> None:
     """Run one delivery of a job's message; returns normally in every case so the message is acked."""
+    if not is_job_id(job_id):  # it would name a folder: work_dir/jobs/<id> must stay inside work_dir/jobs
+        log.error("%r is not a job id; dropping its message", str(job_id)[:80])
+        return
     settings = get_settings()
     store = JobStore.from_url(settings.redis_url)
     try:
@@ -140,7 +154,8 @@ def run_job(job_id: str, backend: str, train: TrainFn, worker: str | None = None
     if job.status in TERMINAL:
         log.info("job %s is %s; not training it", job_id, job.status.value)
         return
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    # The lease token is also what the API asks of this worker's uploads: a full uuid4 cannot be guessed.
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
     if not _acquire(store, job_id, owner, settings):
         log.info("%s job %s is being trained by %s; this delivery is a duplicate", backend, job_id,
                  store.lease_holder(job_id))
@@ -149,14 +164,14 @@ def run_job(job_id: str, backend: str, train: TrainFn, worker: str | None = None
     heartbeat = _Heartbeat(store, job_id, owner, settings, lost)
     heartbeat.start()
     try:
-        _run_leased(store, settings, job_id, train, lost, worker or owner)
+        _run_leased(store, settings, job_id, train, lost, worker or owner.rsplit(":", 1)[0], owner)
     finally:
         heartbeat.stopped.set()
         store.release_lease(job_id, owner)
 
 
 def _run_leased(store: JobStore, settings: Settings, job_id: str, train: TrainFn, lost: threading.Event,
-                worker: str) -> None:
+                worker: str, lease: str) -> None:
     job = store.get(job_id)
     if job.status in TERMINAL:
         return
@@ -171,7 +186,8 @@ def _run_leased(store: JobStore, settings: Settings, job_id: str, train: TrainFn
         job = store.transition(job_id, JobStatus.running, worker=worker)
     root = Path(settings.work_dir) / "jobs" / job_id
     try:
-        client = WorkerClient(settings.api_url, settings.worker_token.get_secret_value())
+        client = WorkerClient(settings.api_url, settings.worker_token.get_secret_value(), lease,
+                              settings.max_worker_upload_mb)
         dataset = client.download_dataset(job.dataset_id, Path(settings.work_dir) / "datasets")
         ctx = JobContext(job, store, settings, dataset, root / "output", root / "checkpoints", lost, client)
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
@@ -184,6 +200,7 @@ def _run_leased(store: JobStore, settings: Settings, job_id: str, train: TrainFn
         if store.cancel_requested(job_id):
             store.transition(job_id, JobStatus.cancelled, reason=f"cancelled by user at step {store.get(job_id).step}")
         else:
+            write_extras(ctx.output_dir, job.model, ctx.log, f"{job.id} · {job.model}")  # curves.png, Modelfile
             for path in sorted(ctx.output_dir.iterdir()):
                 if path.is_file():
                     client.upload_artifact(job_id, path)

@@ -28,6 +28,7 @@ class Service:
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)  # variables for this child only (secrets stay off argv)
+    stdin: str | None = None  # written to the child's stdin at each start (redis-server's secret config lines)
     proc: subprocess.Popen | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -40,6 +41,12 @@ def redis_url(settings: Settings) -> str:
     return f"redis://{auth}127.0.0.1:{settings.redis_port}/0"
 
 
+def redis_config_line(name: str, value: str) -> str:
+    """A redis.conf line with ``value`` double-quoted, escaped as redis-server's config parser reads it."""
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'{name} "{quoted}"\n'
+
+
 def mlx_importable() -> bool:
     """Probed in a child: the supervisor itself never imports mlx."""
     return subprocess.run([sys.executable, "-c", "import mlx.core"], capture_output=True).returncode == 0
@@ -50,13 +57,13 @@ def services(settings: Settings) -> list[Service]:
     data = Path(settings.data_dir).resolve()
     (data / "redis").mkdir(parents=True, exist_ok=True)
     password = settings.redis_password.get_secret_value()
-    redis_argv = ["redis-server", "--port", str(settings.redis_port), "--bind", "127.0.0.1",
+    # `redis-server -` reads config lines from stdin first: the password never shows on its command line (ps).
+    redis_argv = ["redis-server", "-", "--port", str(settings.redis_port), "--bind", "127.0.0.1",
                   "--dir", str(data / "redis"), "--appendonly", "yes", "--maxmemory-policy", "noeviction"]
-    if password:
-        redis_argv += ["--requirepass", password]
+    redis_config = redis_config_line("requirepass", password) if password else ""
     celery = str(BIN / "celery")
     out = [
-        Service("redis", redis_argv),
+        Service("redis", redis_argv, stdin=redis_config),
         Service("api", [sys.executable, "-m", "uvicorn", "ktoforge_api.main:app", "--host", settings.api_host,
                         "--port", str(settings.api_port)]),
     ]
@@ -84,7 +91,15 @@ class Supervisor:
         self.stopping = False
 
     def start(self, service: Service) -> None:
-        service.proc = subprocess.Popen(service.argv, env={**self.env, **service.env})
+        piped = service.stdin is not None
+        service.proc = subprocess.Popen(service.argv, env={**self.env, **service.env},
+                                        stdin=subprocess.PIPE if piped else None)
+        if piped and service.proc.stdin is not None:
+            try:
+                with service.proc.stdin:  # EOF ends redis-server's config
+                    service.proc.stdin.write(service.stdin.encode())
+            except BrokenPipeError:  # it died at once: the restart loop reports its exit status
+                pass
         service.started = time.time()
 
     def wait_redis(self, service: Service) -> None:
@@ -179,6 +194,19 @@ class Supervisor:
               f"  Flower   http://127.0.0.1:{st.flower_port}  (user {st.flower_user})\n"
               f"  Redis    redis://127.0.0.1:{st.redis_port}/0\n"
               "  Ctrl-C stops everything.", flush=True)
+
+
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 60.0) -> None:
+    """Stop a process started with ``start_new_session=True`` and all it started: ``sig`` to its group (SIGINT:
+    local mode's own ordered stop), SIGKILL to the group if it has not exited after ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def up() -> int:

@@ -6,11 +6,12 @@ Hyperparameter names mirror TRL's ``KTOConfig`` so a TRL user reads them without
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 Backend = Literal["cuda", "mlx"]
+ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 class JobStatus(str, Enum):
@@ -19,6 +20,11 @@ class JobStatus(str, Enum):
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+
+
+# Optimizers only bitsandbytes on a CUDA GPU provides: a worker without one refuses them rather than training
+# with a 32-bit AdamW whose state needs four times the memory the job was admitted with.
+CUDA_ONLY_OPTIMIZERS = frozenset({"adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit"})
 
 
 class Hyperparameters(BaseModel):
@@ -49,6 +55,14 @@ class Hyperparameters(BaseModel):
     logging_steps: int = Field(1, ge=1, le=10_000, description="Emit metrics every this many optimizer steps.")
     gradient_checkpointing: bool = Field(True, description="Trade compute for memory (needed for 7B on 8 GB).")
     eval_fraction: float = Field(0.0, ge=0, lt=0.5, description="Share of rows held out (stratified) for evaluation.")
+    optim: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit",
+                   "paged_adamw_32bit"] = Field(
+        "adamw_torch", description="Optimizer (TrainingArguments.optim): the 8-bit ones keep AdamW's state in a "
+        "quarter of the memory (bitsandbytes, CUDA only). The memory estimate depends on it.")
+    quantization: Literal["auto", "nf4", "int8", "bf16", "fp32"] = Field(
+        "auto", description="How the base weights are loaded: nf4 (4-bit NormalFloat, bitsandbytes' "
+        "bnb_4bit_quant_type; MLX: its affine 4-bit), int8, bf16 or fp32; auto: 4-bit on a CUDA GPU (Unsloth), "
+        "float32 on CPU, the model as stored on MLX. The memory estimate depends on it.")
 
     @model_validator(mode="after")
     def _weights_positive(self) -> "Hyperparameters":
@@ -70,8 +84,10 @@ class LoraSettings(BaseModel):
     r: int = Field(16, ge=1, le=1024, description="Adapter rank.")
     lora_alpha: float = Field(16, gt=0, le=4096, description="Scaling numerator: the update is scaled by alpha / r.")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input during training.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: list(LORA_TARGETS), min_length=1, description="Linear layers that get an adapter."
+    target_modules: list[ModuleName] = Field(
+        default_factory=lambda: list(LORA_TARGETS), min_length=1,
+        description="Linear layers that get an adapter (names of at most 128 characters; how many: "
+        "KTOFORGE_MAX_TARGET_MODULES).",
     )
 
 
@@ -81,7 +97,12 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     dataset_id: str = Field(..., pattern=r"^[0-9a-f]{64}$", description="sha256 id returned by POST /v1/datasets.")
-    backend: Backend = Field("cuda", description="Queue that trains it: 'cuda' (torch worker) or 'mlx' (Mac worker).")
+    backend: Backend | Literal["auto"] = Field(
+        "cuda", description="Queue that trains it: 'cuda' (torch worker), 'mlx' (Mac worker), or 'auto': a queue "
+        "whose live worker can hold the memory estimate, GPU first.")
+    preset: str | None = Field(None, description="A machine preset (GET /v1/presets) whose settings fill in "
+                               "whatever this body does not state.")
+    force: bool = Field(False, description="Queue the job even when no live worker can hold its memory estimate.")
     model: str = Field(
         "builtin:tiny-mistral",
         min_length=1,
@@ -90,6 +111,18 @@ class JobCreate(BaseModel):
     )
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     lora: LoraSettings = Field(default_factory=LoraSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_fills_in(cls, data: Any) -> Any:
+        """A preset's values wherever the body is silent: explicit fields override it (ktoforge.presets)."""
+        from ktoforge.presets import PRESETS, apply_preset  # presets imports this module's LORA_TARGETS
+
+        if isinstance(data, dict) and data.get("preset") is not None:
+            if data["preset"] not in PRESETS:
+                raise ValueError(f"unknown preset {data['preset']!r}; known: {', '.join(PRESETS)}")
+            return apply_preset(data)
+        return data
 
 
 class Job(BaseModel):
@@ -104,6 +137,9 @@ class Job(BaseModel):
     model: str
     hyperparameters: Hyperparameters
     lora: LoraSettings
+    preset: str | None = Field(None, description="The preset the job was submitted with, if any.")
+    warnings: list[str] = Field(default_factory=list, description="Said at submit: a near fit, a learning rate "
+                                "or β far from KTO's usual range.")
     created_at: float
     updated_at: float
     started_at: float | None = None
@@ -114,6 +150,28 @@ class Job(BaseModel):
     step: int | None = Field(None, description="Last optimizer step reported.")
     max_steps: int | None = Field(None, description="Total optimizer steps, once known.")
     history: list[dict[str, Any]] = Field(default_factory=list, description="State changes with timestamps.")
+
+
+class WorkerList(BaseModel):
+    """GET /v1/workers: per queue, the workers whose presence heartbeat is live, with their device."""
+
+    queues: dict[str, list[dict[str, Any]]]
+
+
+class PresetInfo(BaseModel):
+    """A machine preset and its peak-memory estimate for one model (GET /v1/presets)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    description: str
+    backend: Backend
+    device_memory_gb: float = Field(description="Memory of the machine the preset is for.")
+    model: str
+    hyperparameters: Hyperparameters
+    lora: LoraSettings
+    estimate_gb: dict[str, float] = Field(description="Peak memory by term and in total (ktoforge.fit).")
+    fits: bool = Field(description="Whether the estimate is within the machine's memory.")
 
 
 class JobPage(BaseModel):
@@ -127,7 +185,8 @@ class Event(BaseModel):
     """One entry of a job's event stream; ``id`` is the Redis stream id (the SSE cursor)."""
 
     id: str
-    type: Literal["state", "metrics", "log"]
+    type: Literal["state", "metrics", "log", "warning"] = Field(
+        description="warning: training health (ktoforge.health) and submit-time warnings, meant to be shown")
     time: float
     data: dict[str, Any]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="Address the API binds to.")
     api_port: int = Field(8000, description="Port the API listens on.")
     api_url: str = Field(
-        "http://127.0.0.1:8000", description="Where workers reach the API (another machine: its LAN URL)."
+        "",
+        description="Where workers reach the API (another machine: its LAN URL); empty: derived from "
+        "KTOFORGE_API_HOST and KTOFORGE_API_PORT (127.0.0.1 when the API binds 0.0.0.0 or ::).",
     )
     redis_url: str = Field(
         "redis://127.0.0.1:6390/0",
@@ -74,6 +76,74 @@ class Settings(BaseSettings):
         default_factory=lambda: ["cuda", "mlx"],
         description="Workers `ktoforge up` starts: cuda (torch, CPU fallback) and mlx (only where mlx imports).",
     )
+    model_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders (JSON list) a job's local model may come from, besides the model cache dir, which is "
+        "always one: the path is resolved (symlinks, `..`) and must lie inside one. Empty: the model cache dir only.",
+    )
+    hub_allowed_orgs: list[str] = Field(
+        default_factory=list,
+        description="Hugging Face organisations (JSON list) jobs may take hub models from; empty: any.",
+    )
+    hub_max_model_gb: float = Field(
+        50.0, description="Largest hub model a worker downloads, in GB of the weight files a load fetches (read "
+        "from the hub's file list before any download); 0: no cap.",
+    )
+    max_worker_upload_mb: int = Field(
+        4096, description="Largest artifact or checkpoint a worker may upload, and the most a checkpoint tar may "
+        "unpack to, in MiB.",
+    )
+    publish_address: str = Field(
+        "127.0.0.1",
+        description="Address compose publishes the API, Redis and Flower on. The one setting that opens them to "
+        "the LAN (e.g. 0.0.0.0, for a Mac worker on another machine); Docker's published ports bypass host "
+        "firewalls.",
+    )
+    redis_worker_password: SecretStr = Field(
+        SecretStr(""),
+        description="Password of compose's Redis ACL user `worker` (services and workers log in as it: no admin "
+        "commands such as CONFIG, FLUSHALL, DEBUG, ACL, SHUTDOWN).",
+    )
+    require_gpu: bool = Field(
+        False,
+        description="The torch worker fails a job at once, naming the driver and runtime, when it sees no CUDA "
+        "device, instead of training on the CPU (compose sets it for the CUDA worker; local mode keeps the CPU "
+        "fallback).",
+    )
+    max_json_body_kb: int = Field(
+        256, description="Largest JSON request body the API reads, in KiB (413 above; refused before parsing)."
+    )
+    max_target_modules: int = Field(64, description="Most entries a job's lora.target_modules may list.")
+    max_lora_r: int = Field(256, description="Largest LoRA rank a job may ask for.")
+    max_steps: int = Field(100_000, description="Largest max_steps a job may ask for.")
+    max_tokens_per_step: int = Field(
+        1_048_576,
+        description="Largest per_device_train_batch_size × max_length × gradient_accumulation_steps of a job "
+        "(tokens per optimizer step).",
+    )
+    max_queued_jobs: int = Field(1000, description="Jobs that may wait in the queues at once (429 above).")
+    event_stream_max_len: int = Field(
+        100_000, description="Events kept per job stream (older ones trimmed, approximately: XADD MAXLEN ~)."
+    )
+    max_sse_per_key: int = Field(
+        100, description="Open event streams (SSE) per API key and API process (429 above)."
+    )
+
+    @model_validator(mode="after")
+    def _derive_api_url(self) -> Settings:
+        """Local mode moves the API with KTOFORGE_API_HOST/PORT; the workers must follow without a second edit."""
+        if not self.api_url:
+            self.api_url = local_api_url(self.api_host, self.api_port)
+        return self
+
+
+def local_api_url(host: str, port: int) -> str:
+    """The URL a process on the API's own machine uses: a wildcard bind is reached through loopback."""
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return f"http://{host}:{port}"
 
 
 @lru_cache

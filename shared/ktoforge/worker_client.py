@@ -1,6 +1,7 @@
 """How a worker talks to the API (worker token): download a dataset, upload artifacts, keep checkpoints.
 
 A worker on another machine (the Mac on the LAN) needs only KTOFORGE_REDIS_URL and KTOFORGE_API_URL.
+Uploads carry the job's lease token (LEASE_HEADER): the API takes them only from the lease's holder.
 """
 
 from __future__ import annotations
@@ -15,13 +16,22 @@ from pathlib import Path
 
 import httpx
 
+from ktoforge import checkpoint_tar
+from ktoforge.settings import get_settings
+
 RETRIES = 5
+LEASE_HEADER = "X-KTOForge-Lease"
 
 
 class WorkerClient:
-    def __init__(self, api_url: str, worker_token: str) -> None:
+    def __init__(self, api_url: str, worker_token: str, lease: str | None = None,
+                 max_checkpoint_mb: int | None = None) -> None:
+        """``lease``: the token of the job lease this worker holds (sent with every request, needed for
+        uploads); ``max_checkpoint_mb``: most a fetched checkpoint may unpack to (KTOFORGE_MAX_WORKER_UPLOAD_MB)."""
+        headers = {"Authorization": f"Bearer {worker_token}", **({LEASE_HEADER: lease} if lease else {})}
         self.http = httpx.Client(base_url=api_url.rstrip("/"), timeout=httpx.Timeout(60, connect=10),
-                                 headers={"Authorization": f"Bearer {worker_token}"})
+                                 headers=headers)
+        self.max_checkpoint_bytes = (max_checkpoint_mb or get_settings().max_worker_upload_mb) * 1024 * 1024
 
     def _retry(self, do):
         """Retry connection failures and 5xx (an API restarting); 4xx are final."""
@@ -101,14 +111,16 @@ class WorkerClient:
             tmp.unlink(missing_ok=True)
 
     def download_checkpoint(self, job_id: str, step: int, dest_dir: Path) -> Path:
-        """The API's checkpoint unpacked as ``dest_dir/checkpoint-{step}``, in place only once whole."""
+        """The API's checkpoint unpacked as ``dest_dir/checkpoint-{step}``, in place only once whole.
+
+        Read as a plain tar, its members counted and summed before anything is written (checkpoint_tar):
+        what the API keeps is checked there too, but a worker trusts no file it did not write itself."""
         dest_dir.mkdir(parents=True, exist_ok=True)
         tmp = self._download(f"/v1/internal/jobs/{job_id}/checkpoint/{step}", dest_dir, f".checkpoint-{step}.")
         unpacked = Path(tempfile.mkdtemp(dir=dest_dir, prefix=f".checkpoint-{step}."))
         target = dest_dir / f"checkpoint-{step}"
         try:
-            with tarfile.open(tmp) as tar:
-                tar.extractall(unpacked, filter="data")  # no absolute paths, no escaping links
+            checkpoint_tar.extract(tmp, unpacked, self.max_checkpoint_bytes)
             shutil.rmtree(target, ignore_errors=True)  # a partial local copy of the same step
             unpacked.rename(target)
         finally:

@@ -27,6 +27,7 @@ def make_client(headers: dict[str, str] | None = None) -> TestClient:
     from ktoforge_api.main import create_app
 
     deps.get_store.cache_clear()
+    deps.get_probe.cache_clear()
     deps.get_celery.cache_clear()
     return TestClient(create_app(), headers=headers or {})
 

@@ -1,27 +1,36 @@
-"""Liveness, readiness (Redis, workers and waiting jobs per queue), and the API's import footprint."""
+"""Liveness, readiness (Redis; for a key holder, workers and waiting jobs per queue), and the API's import
+footprint."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import time
 
 from fastapi.testclient import TestClient
 
-from tests.api.conftest import make_client
+from ktoforge.jobs import JobStore
+
+from tests.api.conftest import USER, make_client
 from tests.conftest import free_port
+
+PATH_VALUES = {"job_id": "0" * 32, "dataset_id": "0" * 64, "name": "x.bin", "step": "1"}
 
 
 def test_healthz_needs_no_key(anon: TestClient):
     assert anon.get("/healthz").json() == {"status": "ok"}
 
 
-def test_readyz_reports_queues_and_waiting_jobs(client: TestClient, anon: TestClient, dataset_id: str):
+def test_readyz_reports_queues_and_waiting_jobs(client: TestClient, dataset_id: str):
     client.post("/v1/jobs", json={"dataset_id": dataset_id, "backend": "mlx"})
-    r = anon.get("/readyz")
+    cancelled = client.post("/v1/jobs", json={"dataset_id": dataset_id, "backend": "mlx"}).json()["id"]
+    client.post(f"/v1/jobs/{cancelled}/cancel")
+    r = client.get("/readyz")
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["redis"] is True
+    assert body["ready"] is True and body["redis"] is True
     assert set(body["queues"]) == {"cuda", "mlx"}
     for name, queue in body["queues"].items():
         assert queue["workers"] == [] and queue["ready"] is False  # no worker runs in this test
@@ -34,9 +43,13 @@ def test_readyz_is_503_without_redis(kf_env, monkeypatch):
     from ktoforge.settings import get_settings
 
     get_settings.cache_clear()
-    r = make_client().get("/readyz")  # no lifespan: the reaper is not started against a dead Redis
-    assert r.status_code == 503
-    assert r.json()["redis"] is False
+    app = make_client()  # no lifespan: the reaper is not started against a dead Redis
+    started = time.monotonic()
+    r = app.get("/readyz")
+    assert r.status_code == 503 and r.json() == {"ready": False}
+    assert time.monotonic() - started < 5  # the probe does not retry
+    keyed = app.get("/readyz", headers=USER)
+    assert keyed.status_code == 503 and keyed.json() == {"ready": False, "redis": False, "queues": {}}
 
 
 def test_api_never_imports_ml_frameworks():
@@ -47,29 +60,43 @@ def test_api_never_imports_ml_frameworks():
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_readyz_sees_a_real_worker(client: TestClient, kf_env, tmp_path):
-    """A plain Celery worker consuming the cuda queue (no training code: nothing is queued for it)."""
-    celery = [sys.executable, "-m", "celery", f"--broker={kf_env['KTOFORGE_REDIS_URL']}", "worker", "-Q", "cuda",
-              "-P", "solo", "-n", "probe@test", "--without-gossip", "--without-mingle", "-l", "warning"]
-    proc = subprocess.Popen(celery, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def wait_queues(client: TestClient, ready: bool, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        queues = client.get("/readyz").json()["queues"]
+        if queues["cuda"]["ready"] is ready or time.monotonic() > deadline:
+            return queues
+        time.sleep(0.3)
+
+
+def test_readyz_sees_a_real_worker_come_and_go(client: TestClient, anon: TestClient, kf_env, tmp_path):
+    """A Celery worker of our app (make_celery: its presence keys) consuming the cuda queue, with no training
+    code (nothing is queued for it). Anonymous callers never see its name; it leaves as soon as it stops."""
+    code = ("import sys; from ktoforge.queue import make_celery; make_celery().worker_main(sys.argv[1:])")
+    celery = [sys.executable, "-c", code, "worker", "-Q", "cuda", "-P", "solo", "-n", "probe@test",
+              "--without-gossip", "--without-mingle", "-l", "warning"]
+    proc = subprocess.Popen(celery, cwd=tmp_path, env={**os.environ, "KTOFORGE_HEARTBEAT_INTERVAL_S": "0.5"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            queues = client.get("/readyz").json()["queues"]
-            if queues["cuda"]["ready"]:
-                break
-            time.sleep(0.5)
+        queues = wait_queues(client, ready=True)
+        device = queues["cuda"].pop("devices")["probe@test"]
         assert queues["cuda"] == {"workers": ["probe@test"], "ready": True, "queued_jobs": 0, "messages": 0}
+        assert device["kind"] in ("cuda", "apple", "cpu") and device["memory_total_gb"] > 0, device
         assert queues["mlx"]["ready"] is False
+        assert "probe" not in anon.get("/readyz").text
+        info = JobStore.from_url(kf_env["KTOFORGE_REDIS_URL"]).workers()["cuda"][0]
+        assert info["pid"] == proc.pid and info["queue"] == "cuda"
     finally:
         proc.terminate()
         proc.wait(30)
+    assert wait_queues(client, ready=False, timeout=5)["cuda"]["workers"] == []  # withdrawn, not left to expire
 
 
-def test_openapi_documents_every_route(anon: TestClient):
+def test_openapi_documents_every_public_route(anon: TestClient):
     paths = anon.get("/openapi.json").json()["paths"]
     assert {"/v1/datasets", "/v1/jobs", "/v1/jobs/{job_id}/events", "/v1/jobs/{job_id}/artifacts/{name}",
-            "/v1/internal/jobs/{job_id}/artifacts/{name}", "/readyz"} <= set(paths)
+            "/readyz"} <= set(paths)
+    assert not any(p.startswith("/v1/internal") for p in paths)  # workers' routes: routed, not advertised
     assert anon.get("/docs").status_code == 200
 
 
@@ -88,10 +115,13 @@ def test_cors_is_closed_unless_origins_are_listed(kf_env, monkeypatch):
 
 
 def test_every_v1_route_needs_a_key(anon: TestClient):
+    from ktoforge_api.routers import internal
+
     paths = anon.get("/openapi.json").json()["paths"]
     routes = [(method, path) for path, ops in paths.items() if path.startswith("/v1/") for method in ops]
-    assert len(routes) >= 11
+    routes += [(method, route.path) for route in internal.router.routes for method in route.methods]  # unlisted
+    assert len(routes) >= 11 and any(path.startswith("/v1/internal/") for _, path in routes)
     for method, path in routes:
-        url = path.format(job_id="0" * 32, dataset_id="0" * 64, name="x.bin", step=1)
+        url = re.sub(r"\{(\w+)\}", lambda m: PATH_VALUES.get(m[1], "x"), path)
         r = anon.request(method.upper(), url)
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (method, path, r.status_code)

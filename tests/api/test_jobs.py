@@ -8,6 +8,9 @@ import json
 import redis
 from fastapi.testclient import TestClient
 
+from ktoforge.jobs import JobStore
+from ktoforge.schemas import JobStatus
+
 SMALL = {"max_steps": 2, "max_length": 128}
 
 
@@ -78,6 +81,27 @@ def test_list_filter_and_paginate(client: TestClient, dataset_id: str):
     assert client.get("/v1/jobs", params={"status": "queued"}).json()["total"] == 4
     assert client.get("/v1/jobs", params={"status": "bogus"}).status_code == 422
     assert client.get("/v1/jobs", params={"limit": 0}).status_code == 422
+
+
+def test_filtered_pages_come_from_the_status_index(client: TestClient, dataset_id: str, redis_client, kf_env):
+    """A filtered page reads only its own records (ZREVRANGE of the status index), and a transition moves a job
+    between indexes in the same transaction as its record; the indexes of records stored before they existed
+    are built once (ensure_indexes)."""
+    ids = [client.post("/v1/jobs", json={"dataset_id": dataset_id}).json()["id"] for _ in range(6)]
+    store = JobStore.from_url(kf_env["KTOFORGE_REDIS_URL"])
+    for job_id in ids[:3]:
+        store.transition(job_id, JobStatus.running)
+    store.transition(ids[0], JobStatus.succeeded)
+    page = client.get("/v1/jobs", params={"status": "running", "offset": 1, "limit": 1}).json()
+    assert page["total"] == 2 and [j["id"] for j in page["items"]] == [ids[1]]
+    assert store.count(JobStatus.queued) == 3 and store.queued_by_backend() == {"cuda": 3, "mlx": 0}
+    assert redis_client.zrange("kf:jobs:succeeded", 0, -1) == [ids[0]]
+
+    redis_client.delete(*redis_client.keys("kf:jobs:*"), "kf:index-version")  # as stored by the old version
+    assert client.get("/v1/jobs", params={"status": "queued"}).json()["total"] == 0
+    assert store.ensure_indexes() == 6 and store.ensure_indexes() == 0  # once
+    queued = client.get("/v1/jobs", params={"status": "queued"}).json()
+    assert [j["id"] for j in queued["items"]] == ids[:2:-1]
 
 
 def test_cancel_queued_then_conflict(client: TestClient, dataset_id: str):

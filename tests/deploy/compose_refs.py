@@ -5,10 +5,42 @@ Run as `python -m tests.deploy.compose_refs docker-compose.yml`; exits 1 listing
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import yaml
+
+# A published port must name its host address through this variable (default loopback): nothing is open to
+# the LAN unless the operator sets KTOFORGE_PUBLISH_ADDRESS (Docker's published ports bypass host firewalls).
+PUBLISH = "${KTOFORGE_PUBLISH_ADDRESS:-127.0.0.1}"
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's `${VAR}`, `${VAR:-default}` and `${VAR:?error}` (enough to read a port line as compose does)."""
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2) or "", match.group(3) or ""
+        return env.get(name) or (arg if op == ":-" else "")
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}", one, text)
+
+
+def published_on(port: str | int | dict, env: dict[str, str]) -> str:
+    """The host address a `ports:` entry binds to under ``env``; "" is every interface (Docker's default)."""
+    if isinstance(port, dict):
+        return interpolate(str(port.get("host_ip", "")), env)
+    parts = interpolate(str(port), env).rsplit(":", 2)
+    return parts[0] if len(parts) == 3 else ""
+
+
+def exposure(services: dict) -> list[str]:
+    """Ports published beyond 127.0.0.1 other than through KTOFORGE_PUBLISH_ADDRESS (loopback by default)."""
+    found = []
+    for name, svc in services.items():
+        for port in svc.get("ports") or []:
+            lan = published_on(port, {"KTOFORGE_PUBLISH_ADDRESS": "0.0.0.0"})
+            if published_on(port, {}) != "127.0.0.1" or lan not in ("127.0.0.1", "0.0.0.0"):
+                found.append(f"services.{name}.ports: '{port}' is published beyond 127.0.0.1 (use {PUBLISH})")
+    return found
 
 
 def problems(path: Path) -> list[str]:
@@ -46,7 +78,7 @@ def problems(path: Path) -> list[str]:
                 name_ = ".env.example"  # .env is the user's copy of it
             if not (root / name_).is_file():
                 found.append(f"services.{name}.env_file: {name_} does not exist")
-    return found
+    return found + exposure(services)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ import httpx
 import pytest
 import redis
 
+from ktoforge.local import redis_config_line
 from tests.conftest import free_port
-from tests.system import System, start_system
+from tests.system import FINISHED, System, start_system, stop_system, upload, wait_status
+from tests.worker.conftest import subset
 
 KTOFORGE = str(Path(sys.executable).parent / "ktoforge")
 
@@ -46,7 +48,9 @@ def test_up_serves_restarts_a_crashed_worker_and_stops_every_child(tmp_path):
         flower = f"http://127.0.0.1:{env['KTOFORGE_FLOWER_PORT']}/"
         assert httpx.get(flower, timeout=10).status_code == 401
         assert httpx.get(flower, auth=(env.get("KTOFORGE_FLOWER_USER", "admin"), "deploy-flower-pass"), timeout=10).status_code == 200
-        assert "deploy-flower-pass" not in " ".join(open(f"/proc/{p}/cmdline").read() for p in system.pids(""))
+        command_lines = " ".join(open(f"/proc/{p}/cmdline").read() for p in system.pids(""))
+        assert "deploy-flower-pass" not in command_lines
+        assert env["KTOFORGE_REDIS_PASSWORD"] not in command_lines  # redis-server reads it from stdin
 
         # Its own redis-server: password required, append-only file in the data dir, never evicts.
         port = int(env["KTOFORGE_REDIS_PORT"])
@@ -140,3 +144,52 @@ def test_banner_names_the_development_key_only_while_it_is_the_default(capsys):
     Supervisor(Settings(_env_file=None, api_key="s3cret-user-key"))._banner()
     out = capsys.readouterr().out
     assert "API key  from KTOFORGE_API_KEY" in out and "s3cret" not in out
+
+
+@pytest.mark.slow
+def test_workers_follow_a_moved_api_port_without_an_api_url(tmp_path, reference_dataset):
+    """`KTOFORGE_API_PORT=18765 make dev`: only the port moves, and the workers still reach the API (they used
+    to call :8000 and every job failed with "Connection refused")."""
+    system = start_system(tmp_path, ["cuda"])
+    try:
+        assert "KTOFORGE_API_URL" not in system.env and system.env["KTOFORGE_API_PORT"] != "8000"
+        assert not (tmp_path / ".env").exists()
+        (worker, *_pool) = system.pids("ktoforge_worker.app worker")
+        environ = open(f"/proc/{worker}/environ", "rb").read().split(b"\0")
+        assert not [e for e in environ if e.startswith(b"KTOFORGE_API_URL=")]  # nothing tells it the URL
+        hp = {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 128}
+        with system.client() as c:
+            dataset_id = upload(c, subset(reference_dataset, tmp_path / "small.jsonl", 4))
+            job = c.post("/v1/jobs", json={"dataset_id": dataset_id, "backend": "cuda", "hyperparameters": hp}).json()
+            done = wait_status(c, job["id"], FINISHED, timeout=300)
+        assert done["status"] == "succeeded", done
+    finally:
+        stop_system(system)
+
+
+def test_redis_server_reads_a_password_with_quotes_and_spaces_from_stdin(tmp_path):
+    """Local mode's way of keeping the password off redis-server's command line, with an awkward password."""
+    password = 'a "quoted" pass\\word with spaces'
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "-", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--dir", str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        proc.communicate(redis_config_line("requirepass", password).encode(), timeout=0.5)
+    except subprocess.TimeoutExpired:  # it keeps running: the config was read
+        pass
+    try:
+        client = redis.Redis(port=port, password=password)
+        wait_for(lambda: _pings(client), 10, "redis-server did not accept the password")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, password="wrong").ping()
+        assert password not in open(f"/proc/{proc.pid}/cmdline").read()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False

@@ -1,7 +1,8 @@
 """Fault tests: the system in local mode with fast recovery timings, broken for real.
 
 Each test is one fault case; the session ends with a line such as
-`faults: 7/7 survived, jobs lost: 0, server errors: 0`.
+`faults: 7/7 survived, attacks: 0/0 refused, jobs lost: 0, server errors: 0` (tests/outcomes.py; the
+security suite's attacks are counted in the same line).
 """
 
 from __future__ import annotations
@@ -12,17 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.outcomes import STATS, count_server_errors, write_summary
 from tests.system import API_KEY, System, start_system, stop_system
 from tests.worker.conftest import subset
 
-STATS = {"lost": 0, "server_errors": 0}
 # Seconds, scaled down from production so a crash is detected and recovered within a test.
 FAST = {"heartbeat_interval_s": "1", "lease_ttl_s": "5", "heartbeat_stale_s": "8", "reaper_interval_s": "2"}
-
-
-def count_server_errors(response: httpx.Response) -> None:
-    if response.status_code >= 500 and response.request.url.path != "/readyz":
-        STATS["server_errors"] += 1
 
 
 def client(system: System, key: str = API_KEY) -> httpx.Client:
@@ -51,9 +47,4 @@ def small_dataset(reference_dataset: Path, tmp_path_factory: pytest.TempPathFact
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    reports = [r for key in ("passed", "failed", "error") for r in terminalreporter.stats.get(key, [])
-               if getattr(r, "when", "call") == "call" and "tests/fault/" in r.nodeid]
-    if reports:
-        survived = sum(r.passed for r in reports)
-        terminalreporter.write_line(f"faults: {survived}/{len(reports)} survived, jobs lost: {STATS['lost']}, "
-                                    f"server errors: {STATS['server_errors']}")
+    write_summary(terminalreporter)

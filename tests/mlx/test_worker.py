@@ -85,3 +85,31 @@ def test_cancel_then_resume_continues_where_it_stopped(make_job) -> None:
     assert resumed.keys() == straight.keys()
     for key in straight:
         np.testing.assert_allclose(resumed[key], straight[key], atol=1e-5, err_msg=key)
+
+
+def test_quantization_applies_to_the_base_and_a_4bit_job_trains(make_job, tiny_model_dir) -> None:
+    import math
+
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx_lm
+    import pytest
+
+    from ktoforge.schemas import Hyperparameters
+    from ktoforge_mlx.worker import apply_precision, train
+
+    model, _ = mlx_lm.load(str(tiny_model_dir))
+    apply_precision(model, Hyperparameters(quantization="nf4"))
+    quantized = [m for _, m in model.named_modules() if isinstance(m, nn.QuantizedLinear)]
+    assert quantized and all(m.bits == 4 for m in quantized)
+    model, _ = mlx_lm.load(str(tiny_model_dir))
+    apply_precision(model, Hyperparameters(quantization="bf16"))
+    assert model.layers[0].self_attn.q_proj.weight.dtype == mx.bfloat16
+    with pytest.raises(ValueError, match="optim=adamw_8bit needs a CUDA GPU"):
+        apply_precision(model, Hyperparameters(optim="adamw_8bit"))
+
+    store, job_id, dataset, root = make_job("nf4", quantization="nf4")
+    train(context(store, job_id, dataset, root))
+    losses = [m["loss"] for m in store.iter_metrics(job_id)]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert (root / "output" / "adapter_model.safetensors").is_file()

@@ -87,7 +87,9 @@ def test_a_job_resumed_on_a_worker_without_its_disk_gets_its_checkpoint_from_the
     folder = tmp_path / "other-machine" / "checkpoint-3"
     folder.mkdir(parents=True)
     (folder / "trainer_state.json").write_text('{"global_step": 3}')
-    WorkerClient(api, "test-worker-token").upload_checkpoint(job_id, folder, 3)
+    assert store.acquire_lease(job_id, "gone-for-good:1:lease", 60)  # uploads come only from the lease holder
+    WorkerClient(api, "test-worker-token", lease="gone-for-good:1:lease").upload_checkpoint(job_id, folder, 3)
+    store.release_lease(job_id, "gone-for-good:1:lease")  # as if it had expired
     seen: list[str] = []
 
     def train(ctx: JobContext) -> None:

@@ -9,7 +9,7 @@ import pytest
 from ktoforge.models import ModelError, check_hub_access, check_model, resolve, tokenizer_dir
 
 
-def test_builtin_and_local_models_resolve_to_folders(tiny_model_dir: Path, tmp_path: Path):
+def test_builtin_and_local_models_resolve_to_folders(tiny_model_dir: Path, tmp_path: Path, kf_env):
     cache = tiny_model_dir.parent
     assert check_model("builtin:tiny-mistral") == "builtin"
     assert Path(resolve("builtin:tiny-mistral", cache)) == tiny_model_dir
@@ -23,11 +23,12 @@ def test_builtin_and_local_models_resolve_to_folders(tiny_model_dir: Path, tmp_p
 
 @pytest.mark.parametrize(("model", "says"), [
     ("builtin:huge-llama", "unknown builtin model"),
-    ("/nonexistent/model", "has no config.json"),
+    ("/nonexistent/model", "inside the model cache dir or a folder of KTOFORGE_MODEL_ROOTS"),
+    ("a/b\n", "neither builtin:tiny-mistral"),
     ("not a model", "neither builtin:tiny-mistral"),
     ("a/b/c", "neither builtin:tiny-mistral"),
 ])
-def test_anything_else_is_refused_with_a_reason(model: str, says: str):
+def test_anything_else_is_refused_with_a_reason(model: str, says: str, kf_env):
     with pytest.raises(ModelError, match=says):
         check_model(model)
 

@@ -87,3 +87,19 @@ def test_auto_weights_balance_an_unbalanced_dataset(make_ctx):
     assert resolved["resolved_weights"] == {"desirable_weight": w_d, "undesirable_weight": w_u}
     assert 1 <= w_d * 12 / (w_u * 4) <= 4 / 3
     assert resolved["kto_config"]["undesirable_weight"] == w_u
+
+
+@pytest.mark.parametrize("field, value", [("quantization", "nf4"), ("quantization", "int8"), ("optim", "adamw_8bit")])
+def test_a_cuda_only_precision_on_a_cpu_worker_fails_before_loading(make_ctx, field, value):
+    """No quiet fp32 / 32-bit AdamW stand-in for what the job was planned with: it fails, saying why."""
+    ctx = make_ctx(**{field: value})
+    with pytest.raises(ValueError, match=f"{field}={value} needs a CUDA GPU"):
+        build_trainer(ctx)
+
+
+def test_bf16_weights_train_on_the_cpu(make_ctx):
+    ctx = make_ctx(quantization="bf16", max_steps=1)
+    trainer, _, _ = build_trainer(ctx)
+    assert {p.dtype for n, p in trainer.model.named_parameters() if "lora_" not in n} == {torch.bfloat16}
+    trainer.train()
+    assert trainer.state.global_step == 1

@@ -10,9 +10,21 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ktoforge.schemas import JobStatus
 from ktoforge.settings import get_settings
 from ktoforge.worker_client import WorkerClient
 from tests.conftest import free_port
+
+LEASE = "test-host:1:5b0c1f0e9a8d4c7b8e6f5a4d3c2b1a09"
+
+
+def running(new_job) -> str:
+    """A job in the state uploads need: running, its lease held by LEASE (what run_job does before training)."""
+    store, make = new_job
+    job_id = make()
+    store.transition(job_id, JobStatus.running)
+    assert store.acquire_lease(job_id, LEASE, 60)
+    return job_id
 
 
 def test_download_is_cached_by_hash_and_repaired_when_corrupt(api, dataset_id, tmp_path):
@@ -27,16 +39,18 @@ def test_download_is_cached_by_hash_and_repaired_when_corrupt(api, dataset_id, t
 
 
 def test_upload_puts_the_raw_file_and_client_errors_are_final(api, new_job, tmp_path):
-    store, make = new_job
-    job_id = make()
-    client = WorkerClient(api, "test-worker-token")
+    job_id = running(new_job)
+    client = WorkerClient(api, "test-worker-token", lease=LEASE)
     (tmp_path / "adapter.tar").write_bytes(b"\x00tar-bytes" * 1000)
     client.upload_artifact(job_id, tmp_path / "adapter.tar", name="checkpoint-2.tar")
     assert (Path(get_settings().data_dir) / "artifacts" / job_id / "checkpoint-2.tar").read_bytes() == (
         tmp_path / "adapter.tar").read_bytes()
     with pytest.raises(httpx.HTTPStatusError) as err:
-        WorkerClient(api, "wrong-token").upload_artifact(job_id, tmp_path / "adapter.tar")
+        WorkerClient(api, "wrong-token", lease=LEASE).upload_artifact(job_id, tmp_path / "adapter.tar")
     assert err.value.response.status_code == 401
+    with pytest.raises(httpx.HTTPStatusError) as err:
+        WorkerClient(api, "test-worker-token").upload_artifact(job_id, tmp_path / "adapter.tar")  # no lease
+    assert err.value.response.status_code == 403
 
 
 def test_concurrent_downloads_into_one_dir_all_succeed(api, dataset_id, tmp_path):
@@ -51,9 +65,8 @@ def test_concurrent_downloads_into_one_dir_all_succeed(api, dataset_id, tmp_path
 
 
 def test_checkpoint_round_trip_keeps_only_the_latest(api, new_job, tmp_path):
-    store, make = new_job
-    job_id = make()
-    client = WorkerClient(api, "test-worker-token")
+    job_id = running(new_job)
+    client = WorkerClient(api, "test-worker-token", lease=LEASE)
     assert client.latest_checkpoint(job_id) is None
     for step in (2, 4):
         folder = tmp_path / "here" / f"checkpoint-{step}"
@@ -80,15 +93,18 @@ def test_checkpoint_round_trip_keeps_only_the_latest(api, new_job, tmp_path):
 
 
 def test_a_checkpoint_that_would_escape_its_folder_is_refused(api, new_job, tmp_path):
-    store, make = new_job
-    job_id = make()
+    job_id = running(new_job)
     evil = tmp_path / "evil.tar"
     with tarfile.open(evil, "w") as tar:
         info = tarfile.TarInfo("../../outside.txt")
         info.size = 3
         tar.addfile(info, io.BytesIO(b"pwn"))
-    httpx.put(f"{api}/v1/internal/jobs/{job_id}/checkpoint/1", content=evil.read_bytes(),
-              headers={"Authorization": "Bearer test-worker-token"}).raise_for_status()
+    r = httpx.put(f"{api}/v1/internal/jobs/{job_id}/checkpoint/1", content=evil.read_bytes(),
+                  headers={"Authorization": "Bearer test-worker-token", "X-KTOForge-Lease": LEASE})
+    assert r.status_code == 422 and "outside" in r.text  # the API keeps no such tar
+    stored = Path(get_settings().data_dir) / "checkpoints" / job_id / "checkpoint-1.tar"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(evil.read_bytes())  # planted behind the API's back: the worker refuses it as well
     with pytest.raises(tarfile.FilterError):
         WorkerClient(api, "test-worker-token").download_checkpoint(job_id, 1, tmp_path / "dest")
     assert not (tmp_path / "outside.txt").exists()

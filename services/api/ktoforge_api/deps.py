@@ -1,4 +1,4 @@
-"""FastAPI dependencies as ``Annotated`` aliases: settings, the job store, the Celery app, and auth."""
+"""FastAPI dependencies as ``Annotated`` aliases: settings, the job stores, the Celery app, and auth."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import hmac
 from functools import lru_cache
 from typing import Annotated
 
+import redis
 from celery import Celery
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from ktoforge.jobs import JobStore
 from ktoforge.queue import make_celery
@@ -16,11 +19,27 @@ from ktoforge.settings import Settings, get_settings
 from ktoforge_api.storage import Storage
 
 _bearer = HTTPBearer(auto_error=False)
+PROBE_TIMEOUT_S = 1.0
+PROBE_CONNECTIONS = 8  # /readyz calls beyond this wait (at most PROBE_TIMEOUT_S) for one of these connections
 
 
 @lru_cache
 def get_store() -> JobStore:
     return JobStore.from_url(get_settings().redis_url)
+
+
+@lru_cache
+def get_probe() -> JobStore:
+    """The store /readyz reads through: short timeouts, no retries, a small pool whose wait is bounded.
+
+    The shared store retries for ~30 s so that a Redis restart pauses real work; a readiness probe must
+    answer "not ready" within a second instead, and anonymous probes must never take the connections the
+    routes use.
+    """
+    pool = redis.BlockingConnectionPool.from_url(
+        get_settings().redis_url, max_connections=PROBE_CONNECTIONS, timeout=PROBE_TIMEOUT_S, decode_responses=True,
+        socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S, retry=Retry(NoBackoff(), 0))
+    return JobStore(redis.Redis(connection_pool=pool))
 
 
 @lru_cache
@@ -34,6 +53,7 @@ def get_storage() -> Storage:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
+ProbeDep = Annotated[JobStore, Depends(get_probe)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
@@ -49,6 +69,18 @@ def _check(credentials: HTTPAuthorizationCredentials | None, secret: str, what: 
 
 def require_user(credentials: Credentials, settings: SettingsDep) -> None:
     _check(credentials, settings.api_key.get_secret_value(), "API key")
+
+
+def is_user(credentials: Credentials, settings: SettingsDep) -> bool:
+    """For routes open to anyone that tell a key holder more (/readyz): True when the user key was sent."""
+    try:
+        _check(credentials, settings.api_key.get_secret_value(), "API key")
+    except HTTPException:
+        return False
+    return True
+
+
+IsUserDep = Annotated[bool, Depends(is_user)]
 
 
 def require_worker(credentials: Credentials, settings: SettingsDep) -> None:

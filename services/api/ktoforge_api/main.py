@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,21 +12,39 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from ktoforge import __version__
+from ktoforge.jobs import JobStore
 from ktoforge.reaper import start_reaper
+from ktoforge.secret_guard import check_api
 from ktoforge.settings import get_settings
 from ktoforge_api.deps import get_celery, get_store
-from ktoforge_api.routers import artifacts, datasets, events, health, internal, jobs
+from ktoforge_api.middleware import BodyLimit, SecurityHeaders
+from ktoforge_api.routers import artifacts, datasets, evaluations, events, health, internal, jobs, ui
+from ktoforge_api.routers import presets, workers
+
+
+def _index_old_records(store: JobStore, stop: threading.Event) -> None:
+    """Records stored by a version without per-status indexes get them, once Redis answers (the API starts
+    without waiting for Redis, as before)."""
+    while not stop.is_set():
+        try:
+            store.ensure_indexes()
+            return
+        except Exception:
+            logging.getLogger(__name__).warning("job indexes not built yet; retrying", exc_info=True)
+            stop.wait(5)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     stop = start_reaper(get_store(), get_celery(), get_settings())
+    threading.Thread(target=_index_old_records, args=(get_store(), stop), name="ktoforge-index", daemon=True).start()
     yield
     stop.set()
 
 
 def create_app() -> FastAPI:
     settings = get_settings()
+    check_api(settings)  # exits on key == worker token, or beyond loopback on a placeholder/development secret
     logging.basicConfig(level=logging.INFO)
     # /docs and /redoc serve Swagger UI and ReDoc from the package, not a CDN: they work on an offline LAN.
     app = FastAPIOffline(title="KTO Forge", version=__version__, lifespan=lifespan,
@@ -34,8 +53,14 @@ def create_app() -> FastAPI:
     if settings.cors_origins:  # closed unless origins are listed
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"])
-    for module in (health, datasets, jobs, events, artifacts, internal):
+    app.add_middleware(BodyLimit, limit=settings.max_json_body_kb * 1024, setting="KTOFORGE_MAX_JSON_BODY_KB",
+                       exempt=("/v1/datasets", "/v1/internal/"))  # uploads: streamed under limits of their own
+    app.add_middleware(SecurityHeaders)  # outermost: also on the 413s and on errors of the layers inside
+    for module in (health, datasets, jobs, events, artifacts, evaluations, ui):
         app.include_router(module.router)
+    for module in (presets, workers):  # issue 12: machine presets with their estimate, live workers' devices
+        app.include_router(module.router)
+    app.include_router(internal.router, include_in_schema=False)  # workers' routes: not part of the public API
     return app
 
 

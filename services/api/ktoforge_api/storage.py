@@ -1,6 +1,9 @@
 """Files the API keeps: datasets by content (sha256), job artifacts and each job's latest checkpoint,
 always written atomically.
 
+Every path built from a job id checks the id first (ValueError otherwise): a job record planted in Redis
+under a key like ``..`` must not name a folder outside the job's own.
+
 A write lands in a temp file in the same directory and is renamed into place, so a crash or a bad upload
 never leaves a half-written file where a good one was.
 """
@@ -13,6 +16,8 @@ import re
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+from ktoforge.ids import check_job_id, is_job_id
 
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 DATASET_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -65,13 +70,13 @@ class Storage:
         self._write_atomic(self.dataset_report(dataset_id), report_json.encode())
 
     def artifact_path(self, job_id: str, name: str) -> Path | None:
-        """The artifact's path, or None for a name that could escape the job's folder."""
-        if not ARTIFACT_NAME.fullmatch(name) or not re.fullmatch(r"[0-9a-f]{32}", job_id):
+        """The artifact's path, or None for a name or job id that could escape the job's folder."""
+        if not ARTIFACT_NAME.fullmatch(name) or not is_job_id(job_id):
             return None
         return self.artifacts / job_id / name
 
     def list_artifacts(self, job_id: str) -> list[tuple[str, int]]:
-        folder = self.artifacts / job_id
+        folder = self.artifacts / check_job_id(job_id)
         if not folder.is_dir():
             return []
         return sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file())
@@ -82,21 +87,25 @@ class Storage:
 
     def latest_checkpoint(self, job_id: str) -> int | None:
         """Step of the job's stored checkpoint (only the latest is kept), or None."""
-        folder = self.checkpoints / job_id
+        folder = self.checkpoints / check_job_id(job_id)
         steps = [int(m[1]) for p in folder.glob("checkpoint-*.tar") if (m := CHECKPOINT.fullmatch(p.name))]
         return max(steps, default=None)
 
     def checkpoint_file(self, job_id: str, step: int) -> Path:
-        return self.checkpoints / job_id / f"checkpoint-{step}.tar"
+        return self.checkpoints / check_job_id(job_id) / f"checkpoint-{step}.tar"
 
     def commit_checkpoint(self, tmp_file: Path, job_id: str, step: int) -> None:
         """The new checkpoint in place first, then the older ones removed: one always stays whole."""
-        target = self.checkpoint_file(job_id, step)
+        try:
+            target = self.checkpoint_file(job_id, step)
+        except ValueError:
+            tmp_file.unlink(missing_ok=True)
+            raise
         self.commit_artifact(tmp_file, target)
         self.delete_checkpoints(job_id, keep=target)
 
     def delete_checkpoints(self, job_id: str, keep: Path | None = None) -> None:
-        for old in (self.checkpoints / job_id).glob("checkpoint-*.tar"):
+        for old in (self.checkpoints / check_job_id(job_id)).glob("checkpoint-*.tar"):
             if old != keep:
                 old.unlink(missing_ok=True)
 

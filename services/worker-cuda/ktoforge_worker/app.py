@@ -7,14 +7,30 @@ the parent (never touching torch) stays responsive to Flower, ping and revoke.
 
 from __future__ import annotations
 
-from ktoforge.lifecycle import run_job
+from ktoforge.evaluation.records import EVAL_TASK
+from ktoforge.lifecycle import JobContext, run_job
 from ktoforge.queue import TRAIN_TASK, make_celery
 
 celery_app = make_celery()
 
 
-@celery_app.task(name=TRAIN_TASK, bind=True)
-def train_job(self, job_id: str) -> None:
+def _train(ctx: JobContext) -> None:
+    """The torch backend, imported only once the job is marked running: the seconds torch, transformers and TRL
+    take to import are then part of the run, not of the wait between submit and running."""
     from ktoforge_worker.train import train  # heavy imports happen here, in the child
 
-    run_job(job_id, "cuda", train, worker=self.request.hostname)
+    train(ctx)
+
+
+@celery_app.task(name=TRAIN_TASK, bind=True)
+def train_job(self, job_id: str) -> None:
+    run_job(job_id, "cuda", _train, worker=self.request.hostname)
+
+
+@celery_app.task(name=EVAL_TASK, bind=True)
+def evaluate_job(self, job_id: str, evaluation_id: str) -> None:
+    """Base model vs adapter on a prompt set (ktoforge.evaluation.run), in a fresh child like training."""
+    from ktoforge.evaluation.run import run_evaluation
+    from ktoforge_worker.generate import generate
+
+    run_evaluation(job_id, evaluation_id, "cuda", generate, worker=self.request.hostname)

@@ -1,7 +1,12 @@
-"""Loading the base model and tokenizer: Unsloth 4-bit where CUDA and Unsloth exist, else transformers.
+"""Loading the base model and tokenizer: Unsloth where CUDA and Unsloth exist (4-bit unless the job's
+``quantization`` says otherwise), else transformers (bitsandbytes for nf4/int8 on CUDA, a dtype otherwise).
 
-Unsloth must be imported before trl/transformers/peft in the training process, so the check happens
-before anything else of the training stack is imported (this runs in the fresh child of each job).
+Unsloth patches TRL's trainers (KTO: log-probs in chunks instead of full [batch, seq, vocab] logits) only when
+it is imported before trl, transformers and peft: a class bound earlier stays TRL's unpatched one. So the
+decision is made from ``find_spec`` and torch alone, and ``import_unsloth_first`` runs before anything of the
+training stack is imported (this runs in the fresh child of each job, so nothing was imported before it).
+Every load passes ``trust_remote_code=False``: model folders and hub repos are user-chosen, their code is not
+run.
 """
 
 from __future__ import annotations
@@ -11,16 +16,34 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ktoforge.schemas import Job
+from ktoforge.schemas import CUDA_ONLY_OPTIMIZERS, Hyperparameters, Job
 from ktoforge.settings import Settings
 
 
 def unsloth_usable() -> bool:
+    """Unsloth installed (found without importing it) and a CUDA device present (torch may come first)."""
     if importlib.util.find_spec("unsloth") is None:
         return False
     import torch
 
     return torch.cuda.is_available()
+
+
+def import_unsloth_first(settings: Settings) -> bool:
+    """Import Unsloth before trl/transformers/peft/datasets when this job will use it; whether it will.
+
+    ``UNSLOTH_DATASET_NUM_PROC=1``: Unsloth's KTO config would otherwise replace ``dataset_num_proc=None``
+    (tokenize in this process) with 2-8 workers forked from a process that already holds CUDA. Set, not
+    defaulted: forking from a CUDA holder is never what this worker wants.
+    """
+    if not unsloth_usable():
+        return False
+    os.environ["UNSLOTH_DATASET_NUM_PROC"] = "1"
+    # Its compiled-kernel cache goes to the worker's own folder (not the working directory, not shared).
+    os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", str(Path(settings.work_dir) / "unsloth_compiled_cache"))
+    import unsloth  # noqa: F401, I001 (patches trl, transformers and peft: must precede them)
+
+    return True
 
 
 def tokenizer_files(model: str, settings: Settings) -> Path:
@@ -34,29 +57,63 @@ def tokenizer_files(model: str, settings: Settings) -> Path:
                                   allow_patterns=["*.json", "*.jinja", "tokenizer*"]))
 
 
-def load(model: str, job: Job, settings: Settings) -> tuple[Any, Any, Any]:
+def check_precision(hp: Hyperparameters, cuda: bool) -> None:
+    """Refuse, before anything loads, what only bitsandbytes on a CUDA GPU does: quietly training in fp32 with a
+    32-bit optimizer instead would need several times the memory the job was planned (and admitted) for."""
+    if cuda:
+        return
+    if hp.quantization in ("nf4", "int8"):
+        raise ValueError(f"quantization={hp.quantization} needs a CUDA GPU (bitsandbytes) and this worker has none: "
+                         "choose auto, bf16 or fp32, or a GPU worker's queue")
+    if hp.optim in CUDA_ONLY_OPTIMIZERS:
+        raise ValueError(f"optim={hp.optim} needs a CUDA GPU (bitsandbytes) and this worker has none: choose "
+                         "adamw_torch, or a GPU worker's queue")
+
+
+def _unsloth_precision(quantization: str) -> dict[str, Any]:
+    """FastLanguageModel.from_pretrained's arguments for the job's quantization (auto: 4-bit, Unsloth's default)."""
+    import torch
+
+    return {"load_in_4bit": quantization in ("auto", "nf4"), "load_in_8bit": quantization == "int8",
+            "dtype": {"bf16": torch.bfloat16, "fp32": torch.float32}.get(quantization)}
+
+
+def _transformers_precision(quantization: str) -> dict[str, Any]:
+    """AutoModelForCausalLM.from_pretrained's arguments: bitsandbytes for nf4/int8 (CUDA), else a dtype."""
+    import torch
+
+    if quantization in ("nf4", "int8"):
+        from transformers import BitsAndBytesConfig
+
+        bnb = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+               if quantization == "nf4" else BitsAndBytesConfig(load_in_8bit=True))
+        return {"quantization_config": bnb, "dtype": torch.bfloat16}
+    return {"dtype": torch.bfloat16 if quantization == "bf16" else torch.float32}
+
+
+def load(model: str, job: Job, settings: Settings, use_unsloth: bool) -> tuple[Any, Any, Any]:
     """(model, tokenizer, peft_config for TRL or None when the model already carries its LoRA)."""
     hp, lora = job.hyperparameters, job.lora
     token = settings.hf_token.get_secret_value() or None
     if token:
         os.environ.setdefault("HF_TOKEN", token)
-    if unsloth_usable():
-        os.environ.setdefault("UNSLOTH_COMPILE_LOCATION", str(Path(settings.work_dir) / "unsloth_compiled_cache"))
-        from unsloth import FastLanguageModel  # noqa: I001 (must precede trl/transformers/peft)
+    if use_unsloth:
+        from unsloth import FastLanguageModel
 
-        base, tokenizer = FastLanguageModel.from_pretrained(model, max_seq_length=hp.max_length, load_in_4bit=True,
-                                                            dtype=None, token=token)
+        base, tokenizer = FastLanguageModel.from_pretrained(model, max_seq_length=hp.max_length, token=token,
+                                                            trust_remote_code=False,
+                                                            **_unsloth_precision(hp.quantization))
         peft_model = FastLanguageModel.get_peft_model(
             base, r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
             target_modules=lora.target_modules, bias="none", random_state=hp.seed,
             use_gradient_checkpointing="unsloth" if hp.gradient_checkpointing else False)
         return peft_model, tokenizer, None
-    import torch
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model, token=token)
-    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, token=token)
+    tokenizer = AutoTokenizer.from_pretrained(model, token=token, trust_remote_code=False)
+    base = AutoModelForCausalLM.from_pretrained(model, token=token, trust_remote_code=False,
+                                                **_transformers_precision(hp.quantization))
     config = LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
                         target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM")
     return base, tokenizer, config

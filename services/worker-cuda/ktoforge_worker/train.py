@@ -1,7 +1,8 @@
 """KTO training with TRL's KTOTrainer and a LoRA adapter: the torch backend's train function.
 
 Configured only through KTOConfig and callbacks (no TRL internals overridden). Runs on CUDA with Unsloth
-(4-bit) where available, on CPU with transformers + peft otherwise.
+(4-bit) where available, on CPU with transformers + peft otherwise (unless KTOFORGE_REQUIRE_GPU forbids it).
+``dataset_num_proc=None``: TRL tokenizes in this process; Unsloth keeps that (see loading.import_unsloth_first).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 from ktoforge.lifecycle import JobContext
 from ktoforge.models import check_hub_access, check_model, resolve
-from ktoforge_worker.loading import load, tokenizer_files
+from ktoforge_worker.gpu import require_gpu
+from ktoforge_worker.loading import check_precision, import_unsloth_first, load, tokenizer_files
 
 
 def kto_config(ctx: JobContext, weights: dict[str, float], has_eval: bool) -> Any:
@@ -31,7 +33,7 @@ def kto_config(ctx: JobContext, weights: dict[str, float], has_eval: bool) -> An
         max_steps=hp.max_steps, seed=hp.seed, save_strategy="steps", save_steps=hp.save_steps, save_total_limit=2,
         logging_steps=hp.logging_steps, eval_strategy="steps" if has_eval else "no", eval_steps=hp.save_steps,
         gradient_checkpointing=hp.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
-        bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False, use_cpu=not cuda, report_to=[],
+        bf16=cuda and torch.cuda.is_bf16_supported(), fp16=False, use_cpu=not cuda, report_to=[], optim=hp.optim,
         dataloader_num_workers=0, dataset_num_proc=None, remove_unused_columns=False, **weights,
     )
 
@@ -42,17 +44,26 @@ def last_checkpoint(folder: Path) -> Path | None:
 
 
 def build_trainer(ctx: JobContext) -> tuple[Any, Any, dict[str, Any]]:
-    """(trainer, tokenizer, resolved config): everything up to trainer.train()."""
-    from trl import KTOTrainer
+    """(trainer, tokenizer, resolved config): everything up to trainer.train().
+
+    In this order: what fails fast and downloads nothing (no GPU where one is required, a hub model this
+    worker cannot get), then Unsloth where it will be used, and only then trl, transformers, peft, datasets.
+    """
+    settings, job = ctx.settings, ctx.job
+    require_gpu(settings)
+    import torch  # torch may come before Unsloth; trl, transformers and peft may not
+
+    check_precision(job.hyperparameters, torch.cuda.is_available())
+    if check_model(job.model, settings) == "hub":
+        check_hub_access(job.model, settings.hf_token.get_secret_value() or None, settings)
+    model_ref = resolve(job.model, settings.model_cache_dir, settings)
+    use_unsloth = import_unsloth_first(settings)
+    from trl import KTOTrainer  # after Unsloth: its patched class where Unsloth is used
 
     from ktoforge_worker.callbacks import JobCallback
     from ktoforge_worker.data import prepare
 
-    settings, job = ctx.settings, ctx.job
-    if check_model(job.model) == "hub":
-        check_hub_access(job.model, settings.hf_token.get_secret_value() or None)
-    model_ref = resolve(job.model, settings.model_cache_dir)
-    model, tokenizer, peft_config = load(model_ref, job, settings)
+    model, tokenizer, peft_config = load(model_ref, job, settings, use_unsloth)
     train_ds, eval_ds, weights = prepare(ctx.dataset_path, tokenizer_files(model_ref, settings), job.hyperparameters)
     args = kto_config(ctx, weights, eval_ds is not None)
     trainer = KTOTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,

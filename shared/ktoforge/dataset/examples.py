@@ -18,6 +18,7 @@ from ktoforge.dataset.formats import (RowError, check_alternation, detect, inval
 
 Message = dict[str, Any]
 MAX_LINE_BYTES = 16 << 20  # a longer line is refused: no single conversation is 16 MiB of text
+TOO_DEEP = "JSON nested too deeply (about a thousand levels of [ or { or more); no row needs that"
 
 
 @dataclass
@@ -75,18 +76,31 @@ def iter_rows(path: str | Path) -> Iterator[tuple[int, Example | RowError]]:
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield lineno, RowError("invalid_json", f"invalid JSON: {exc.msg} at column {exc.colno}")
-                continue
-            try:
-                example = normalise(obj, fmt)
+                example = _parse(text, fmt)
             except RowError as err:
                 yield lineno, err
                 continue
             fmt = example.format
             example.line = lineno
             yield lineno, example
+
+
+def _parse(text: str, fmt: str | None) -> Example:
+    """One line as an Example, or RowError; a nesting too deep to parse or hash is its line's error too.
+
+    Python's json recurses once per nesting level, so a line of 200k ``[`` raises RecursionError (not a
+    JSONDecodeError); a nesting just under the limit can still raise it later, when the row is hashed.
+    """
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RowError("invalid_json", f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise RowError("too_deeply_nested", TOO_DEEP) from None
+    try:
+        return normalise(obj, fmt)
+    except RecursionError:
+        raise RowError("too_deeply_nested", TOO_DEEP) from None
 
 
 def load_examples(path: str | Path) -> list[Example]:

@@ -48,7 +48,7 @@ async def upload_dataset(
 ) -> JSONResponse:
     """Upload a JSONL dataset (multipart field ``file``); the same bytes always get the same id."""
     try:
-        check_model(model)  # cheap, so a typo fails before the upload is read
+        check_model(model, settings)  # cheap, so a typo (or a model not allowed here) fails before the upload is read
     except ModelError as exc:
         raise unprocessable(["query", "model"], str(exc))
     limit = settings.max_upload_mb * 1024 * 1024
@@ -82,7 +82,7 @@ def get_dataset(dataset_id: str, storage: StorageDep) -> DatasetReport:
 
 def _validate(path: Path, model: str, settings: Settings, max_length: int, on_error: str) -> DatasetReport:
     """CPU-bound (and may generate the builtin model once), so it runs in a worker thread."""
-    model_dir = tokenizer_dir(model, settings.model_cache_dir)
+    model_dir = tokenizer_dir(model, settings.model_cache_dir, settings)
     return build_report(path, model_dir=model_dir, max_length=max_length, on_error=on_error)
 
 

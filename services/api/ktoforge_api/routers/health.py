@@ -1,26 +1,50 @@
-"""Liveness (the process answers) and readiness (Redis answers; which queues have a worker, what waits)."""
+"""Liveness (the process answers) and readiness (Redis answers; for a key holder, which queues have a worker
+and what waits).
+
+/readyz is open to anyone (probes carry no key), so it must stay cheap whoever calls it how often: an answer
+is reused for READY_CACHE_S, and refreshed by one call at a time (the others meanwhile get the last answer);
+Redis is asked through the probe store (bounded pool, 1 s timeouts, no retries), workers come from the
+presence keys they refresh themselves (ktoforge.queue), and queue depth from the per-status indexes
+(ktoforge.jobs). An anonymous caller learns only whether the API is ready, not the workers' names.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from celery import Celery
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from ktoforge.jobs import JobStore
 from ktoforge.queue import QUEUES
-from ktoforge.schemas import JobStatus
-from ktoforge_api.deps import CeleryDep, SettingsDep, StoreDep
+from ktoforge_api.deps import IsUserDep, ProbeDep
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
-PROBE_TIMEOUT_S = 1.0
+READY_CACHE_S = 1.0
+
+
+@dataclass
+class _Answer:
+    """The last answer of one view (anonymous or detailed) of one probe store."""
+
+    body: dict[str, Any] | None = None
+    at: float = float("-inf")
+    refreshing: bool = False
+
+
+@dataclass
+class _Answers:
+    views: dict[bool, _Answer] = field(default_factory=lambda: {False: _Answer(), True: _Answer()})
+
+
+_answers: weakref.WeakKeyDictionary[JobStore, _Answers] = weakref.WeakKeyDictionary()
 
 
 @router.get("/healthz")
@@ -29,37 +53,52 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "Redis does not answer"}})
-async def readyz(store: StoreDep, celery: CeleryDep, settings: SettingsDep) -> JSONResponse:
-    """200 when Redis answers; per queue, the workers consuming it and the jobs waiting for one."""
-    if not await run_in_threadpool(_redis_answers, settings.redis_url):
-        return JSONResponse(status_code=503, content={"redis": False, "queues": {}})
-    return JSONResponse({"redis": True, "queues": await run_in_threadpool(_queues, store, celery)})
+async def readyz(probe: ProbeDep, user: IsUserDep) -> JSONResponse:
+    """200 when Redis answers. With the API key: per queue, its live workers and the jobs waiting for one."""
+    body = await _cached(probe, user)
+    return JSONResponse(status_code=200 if body["ready"] else 503, content=body)
 
 
-def _redis_answers(url: str) -> bool:
-    """A probe of its own with short timeouts and no retries: the shared client retries for a long time."""
-    probe = redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S,
-                                 retry=Retry(NoBackoff(), 0))
+async def _cached(probe: JobStore, detailed: bool) -> dict[str, Any]:
+    """The answer of at most READY_CACHE_S ago; once there is one, a single call at a time refreshes it (the
+    event loop runs one coroutine at a time, so the flag needs no lock)."""
+    answer = _answers.setdefault(probe, _Answers()).views[detailed]
+    fresh = time.monotonic() - answer.at < READY_CACHE_S
+    if answer.body is not None and (fresh or answer.refreshing):
+        return answer.body
+    answer.refreshing = True
     try:
-        return bool(probe.ping())
-    except redis.RedisError:
-        return False
+        body = await run_in_threadpool(_readiness, probe, detailed)
     finally:
-        probe.close()
+        answer.refreshing = False
+    answer.body, answer.at = body, time.monotonic()
+    return body
 
 
-def _queues(store: JobStore, celery: Celery) -> dict[str, dict[str, Any]]:
-    """Workers from a broadcast (they answer within the timeout or count as absent); waiting jobs from records."""
+def _readiness(probe: JobStore, detailed: bool) -> dict[str, Any]:
+    """``{"ready": bool}``, plus ``redis`` and ``queues`` for a key holder; never raises."""
     try:
-        replies = celery.control.inspect(timeout=PROBE_TIMEOUT_S).active_queues() or {}
-    except Exception:  # a broker hiccup means "no worker seen", never a 500
-        log.warning("worker inspection failed", exc_info=True)
-        replies = {}
-    queued, _ = store.list(JobStatus.queued, 0, 1_000_000)
+        probe.r.ping()
+        queues = _queues(probe) if detailed else None
+    except redis.RedisError:
+        log.warning("readiness: Redis does not answer", exc_info=True)
+        return {"ready": False, **({"redis": False, "queues": {}} if detailed else {})}
+    return {"ready": True, **({"redis": True, "queues": queues} if detailed else {})}
+
+
+def _queues(probe: JobStore) -> dict[str, dict[str, Any]]:
+    """Workers (and the device each advertises) from their presence keys; waiting jobs from the queued index;
+    messages from the Celery list."""
+    workers = probe.workers()
+    waiting = probe.queued_by_backend()
+    with probe.r.pipeline(transaction=False) as pipe:
+        for name in QUEUES:
+            pipe.llen(name)
+        messages = dict(zip(QUEUES, pipe.execute()))
     result = {}
     for name in QUEUES:
-        workers = sorted(w for w, qs in replies.items() if any(q.get("name") == name for q in qs or []))
-        result[name] = {"workers": workers, "ready": bool(workers),
-                        "queued_jobs": sum(job.backend == name for job in queued),
-                        "messages": store.r.llen(name)}
+        live = workers.get(name, [])
+        nodes = [w["node"] for w in live]
+        result[name] = {"workers": nodes, "ready": bool(nodes), "queued_jobs": waiting.get(name, 0),
+                        "messages": messages[name], "devices": {w["node"]: w.get("device") for w in live}}
     return result

@@ -10,8 +10,10 @@ from ktoforge.jobs import JobNotFound, TransitionError
 from ktoforge.models import ModelError, check_model
 from ktoforge.queue import enqueue
 from ktoforge.schemas import Job, JobCreate, JobPage, JobStatus
-from ktoforge_api.deps import CeleryDep, StorageDep, StoreDep, require_user
+from ktoforge_api.deps import CeleryDep, SettingsDep, StorageDep, StoreDep, require_user
 from ktoforge_api.errors import unprocessable
+from ktoforge_api.placement import place, record_warnings
+from ktoforge_api.quotas import check_quotas
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_user)])
 
@@ -27,23 +29,29 @@ JobDep = Annotated[Job, Depends(load_job)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Job,
-             responses={200: {"model": Job, "description": "Retried request: the job first created with this key"}})
+             responses={200: {"model": Job, "description": "Retried request: the job first created with this key"},
+                        413: {"description": "Body larger than KTOFORGE_MAX_JSON_BODY_KB"},
+                        429: {"description": "KTOFORGE_MAX_QUEUED_JOBS jobs are queued already"}})
 def create_job(
     spec: JobCreate,
     response: Response,
     store: StoreDep,
     storage: StorageDep,
     celery: CeleryDep,
+    settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=200, description="Retries with the same key "
                                                                               "return the first job")] = None,
 ) -> Job:
-    """Queue a KTO training job on the queue of its backend."""
+    """Queue a KTO training job on the queue of its backend (within the KTOFORGE_MAX_* quotas)."""
+    check_quotas(spec, settings, store.count(JobStatus.queued))
     if not storage.has_dataset(spec.dataset_id):
         raise unprocessable(["body", "dataset_id"], f"dataset {spec.dataset_id} not found; upload it first")
     try:
         check_model(spec.model)
     except ModelError as exc:
         raise unprocessable(["body", "model"], str(exc))
+    placement = place(spec, store.workers(), settings)  # will it fit? and backend "auto" (ktoforge_api.placement)
+    spec = spec.model_copy(update={"backend": placement.backend})
     try:
         job, created = store.create(spec, idempotency_key)
     except TransitionError as exc:
@@ -51,6 +59,7 @@ def create_job(
     if not created:
         response.status_code = status.HTTP_200_OK
         return job
+    job = record_warnings(store, job, placement)
     try:
         enqueue(celery, job.id, job.backend)
     except Exception as exc:  # broker unreachable: the job must not sit "queued" with no message behind it
@@ -63,7 +72,7 @@ def create_job(
 def list_jobs(
     store: StoreDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
     """Newest first, optionally only one status."""

@@ -1,0 +1,110 @@
+"""Queue overhead: the same KTO job run directly through the torch backend's train function, and through
+API → Redis → Celery → worker, side by side in one run.
+
+Direct: a fresh Python process builds the job's context (a job record in the same Redis, the dataset file on
+disk) and calls ``ktoforge_worker.train.train`` — imports, model load, training, adapter saved, as a user's own
+script would. Through the system: POST /v1/jobs to a running local mode (idle worker) until the record says
+succeeded. Both are timed from the moment they are asked to start; runs alternate and the minimum of each is
+kept. Prints `queue_overhead_ratio` (system / direct) and, from the job's own events, where the extra time went:
+queue_wait_s (submit → running), startup_s (running → first step: imports, model load, dataset download),
+train_s (first → last step) and finish_s (last step → succeeded: artifact uploads).
+Run: .venv/bin/python bench/queue_overhead.py [--steps 600] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import MODELS, ROOT, emit, small_dataset
+
+from tests.system import events, start_system, stop_system, upload, wait_status
+
+HP = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 192,
+      "gradient_checkpointing": False, "logging_steps": 10, "learning_rate": 1e-4}
+
+DIRECT = """
+import sys, time
+from pathlib import Path
+from ktoforge.jobs import JobStore
+from ktoforge.lifecycle import JobContext
+from ktoforge.schemas import JobCreate, JobStatus
+from ktoforge.settings import get_settings
+from ktoforge_worker.train import train
+
+hp = eval(sys.argv[2])
+settings = get_settings()
+store = JobStore.from_url(settings.redis_url)
+job, _ = store.create(JobCreate(dataset_id="0" * 64, hyperparameters=hp))
+store.transition(job.id, JobStatus.running)
+root = Path(sys.argv[3])
+ctx = JobContext(store.get(job.id), store, settings, Path(sys.argv[1]), root / "output", root / "checkpoints")
+ctx.output_dir.mkdir(parents=True)
+ctx.checkpoint_dir.mkdir(parents=True)
+train(ctx)
+assert (ctx.output_dir / "adapter_model.safetensors").exists()
+"""
+
+
+def direct_run(env: dict[str, str], dataset: Path, hp: dict, folder: Path) -> float:
+    """Wall time of a fresh process that trains the job through the backend's train function alone."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", DIRECT, str(dataset), repr(hp), str(folder)], env=env, check=True,
+                   cwd=ROOT, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def system_run(client, dataset_id: str, hp: dict) -> tuple[float, dict[str, float]]:
+    """Submit → succeeded through the API, and the phases of that wall time read from the job's events."""
+    t0 = time.time()
+    r = client.post("/v1/jobs", json={"dataset_id": dataset_id, "backend": "cuda", "hyperparameters": hp,
+                                      "lora": {"lora_dropout": 0.0}})
+    assert r.status_code == 201, r.text
+    job = wait_status(client, r.json()["id"], {"succeeded", "failed"}, timeout=900)
+    assert job["status"] == "succeeded", job
+    evs = events(client, job["id"])
+    running = next(e["time"] for e in evs if e["type"] == "state" and e["data"].get("status") == "running")
+    steps = [e["time"] for e in evs if e["type"] == "metrics"]
+    phases = {"queue_wait_s": running - t0, "startup_s": steps[0] - running, "train_s": steps[-1] - steps[0],
+              "finish_s": job["finished_at"] - steps[-1]}
+    return job["finished_at"] - t0, phases
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=600, help="optimizer steps (about 30 s here at the default)")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    hp = {**HP, "max_steps": args.steps, "save_steps": args.steps}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        dataset = small_dataset(tmp_path, 64)
+        (tmp_path / "system").mkdir()
+        system = start_system(tmp_path / "system", ["cuda"])
+        env = {**os.environ, "KTOFORGE_REDIS_URL": system.redis_url, "KTOFORGE_MODEL_CACHE_DIR": str(MODELS)}
+        try:
+            with system.client() as client:
+                dataset_id = upload(client, dataset)
+                direct, through, phases = [], [], []
+                for i in range(args.repeats):
+                    direct.append(direct_run(env, dataset, hp, tmp_path / f"direct-{i}"))
+                    wall, phase = system_run(client, dataset_id, hp)
+                    through.append(wall)
+                    phases.append(phase)
+        finally:
+            stop_system(system)
+    best = min(range(args.repeats), key=lambda i: through[i])
+    emit("queue_direct_s", min(direct), ".2f")
+    emit("queue_system_s", min(through), ".2f")
+    emit("queue_overhead_ratio", min(through) / min(direct))
+    for name, value in phases[best].items():
+        emit(name, value, ".2f")
+
+
+if __name__ == "__main__":
+    main()

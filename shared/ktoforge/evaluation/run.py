@@ -1,0 +1,113 @@
+"""One evaluation run on a worker: claim, fetch the job's adapter, generate base vs adapter, score, upload.
+
+Backends differ only in their ``generate`` function (torch: one PEFT model with its adapter disabled for the
+base; MLX: mlx-lm with and without the adapter). Everything else, the prompt set, the scoring, the report
+and its upload as job artifacts, lives here once, like the training lifecycle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import tarfile
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+from ktoforge.evaluation.prompts import EvalPrompt, held_out_prompts
+from ktoforge.evaluation.records import REPORT_FILES, EvaluationStatus, EvaluationStore
+from ktoforge.evaluation.report import build_report, to_markdown
+from ktoforge.ids import is_job_id
+from ktoforge.jobs import JobStore
+from ktoforge.lifecycle import failure_reason
+from ktoforge.models import resolve
+from ktoforge.settings import get_settings
+from ktoforge.worker_client import WorkerClient
+
+log = logging.getLogger(__name__)
+
+# What a worker needs of the job: the PEFT adapter, the tokenizer (chat template) and, for MLX, its adapter.
+JOB_FILES = ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
+             "special_tokens_map.json", "tokenizer.model", "chat_template.jinja", "mlx_adapter.tar")
+Outputs = dict[str, list[dict[str, Any]]]
+GenerateFn = Callable[[str, Path, Sequence[EvalPrompt], int], Outputs]
+
+
+def fetch_job_files(client: WorkerClient, job_id: str, folder: Path) -> Path:
+    """The job's adapter and tokenizer files into ``folder`` (absent optional files are skipped);
+    ``folder/mlx_adapter`` holds the unpacked mlx-lm adapter when the job has one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in JOB_FILES:
+        response = client.http.get(f"/v1/internal/jobs/{job_id}/artifacts/{name}")
+        if response.status_code == 404:
+            continue
+        response.raise_for_status()
+        (folder / name).write_bytes(response.content)
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise FileNotFoundError(f"job {job_id} has no adapter_model.safetensors artifact to evaluate")
+    if (folder / "mlx_adapter.tar").is_file():
+        with tarfile.open(folder / "mlx_adapter.tar") as tar:
+            tar.extractall(folder / "mlx_adapter", filter="data")
+    return folder
+
+
+def upload_reports(client: WorkerClient, evaluation_id: str, folder: Path) -> list[str]:
+    for name in REPORT_FILES:
+        with (folder / name).open("rb") as fh:
+            client.http.put(f"/v1/internal/evaluations/{evaluation_id}/artifacts/{name}",
+                            content=fh).raise_for_status()
+    return list(REPORT_FILES)
+
+
+def evaluation_prompts(evals: EvaluationStore, evaluation_id: str, client: WorkerClient, job: Any,
+                       work_dir: Path, limit: int) -> list[EvalPrompt]:
+    """The request's own prompts, else the job's held-out desirable rows (by its seed and eval_fraction)."""
+    given = evals.prompts(evaluation_id)
+    if given:
+        return given
+    dataset = client.download_dataset(job.dataset_id, work_dir / "datasets")
+    hp = job.hyperparameters
+    prompts = held_out_prompts(dataset, hp.eval_fraction, hp.seed, limit)
+    if not prompts:
+        raise ValueError(f"job {job.id} holds out no desirable row (eval_fraction={hp.eval_fraction}); "
+                         "give a prompt file")
+    return prompts
+
+
+def run_evaluation(job_id: str, evaluation_id: str, backend: str, generate: GenerateFn,
+                   worker: str | None = None) -> None:
+    """Run one delivery of an evaluation message; returns normally in every case so the message is acked."""
+    settings = get_settings()
+    evals = EvaluationStore.from_url(settings.redis_url)
+    ev = evals.get(evaluation_id) if is_job_id(job_id) else None
+    if ev is None or ev.job_id != job_id or ev.status != EvaluationStatus.queued:
+        log.info("evaluation %s: nothing to run (%s)", evaluation_id, ev.status.value if ev else "unknown")
+        return
+    token = f"{socket.gethostname()}:{uuid.uuid4().hex}"
+    if not evals.claim(evaluation_id, token):
+        return
+    evals.update(evaluation_id, status=EvaluationStatus.running, worker=worker or token.split(":")[0])
+    folder = Path(settings.work_dir) / "evaluations" / evaluation_id
+    try:
+        job = JobStore.from_url(settings.redis_url).get(job_id)
+        client = WorkerClient(settings.api_url, settings.worker_token.get_secret_value(), token)
+        prompts = evaluation_prompts(evals, evaluation_id, client, job, Path(settings.work_dir), ev.limit)
+        files = fetch_job_files(client, job_id, folder / "job")
+        outputs = generate(resolve(job.model, settings.model_cache_dir), files, prompts, ev.max_new_tokens)
+        report = build_report(prompts, outputs, {"job_id": job_id, "evaluation_id": evaluation_id,
+                                                 "model": job.model, "backend": backend,
+                                                 "prompt_source": ev.prompt_source,
+                                                 "max_new_tokens": ev.max_new_tokens})
+        (folder / "eval_report.json").write_text(json.dumps(report, indent=2))
+        (folder / "eval_report.md").write_text(to_markdown(report, f"Tool-call evaluation of job {job_id}"))
+        names = upload_reports(client, evaluation_id, folder)
+        evals.update(evaluation_id, status=EvaluationStatus.succeeded, prompts=len(prompts), artifacts=names)
+    except Exception as exc:  # recorded with a reason; the worker lives on
+        log.exception("evaluation %s of job %s failed", evaluation_id, job_id)
+        evals.update(evaluation_id, status=EvaluationStatus.failed, reason=failure_reason(exc, settings))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

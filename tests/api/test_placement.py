@@ -1,0 +1,94 @@
+"""Will it fit, at submit: workers' advertised devices against the estimate (ktoforge_api.placement), backend
+"auto", near-fit and range warnings, GET /v1/workers and GET /v1/presets. Workers announce themselves through
+the real presence keys in the tests' Redis, exactly as queue.py's heartbeat writes them."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from ktoforge.jobs import JobStore
+from ktoforge.settings import get_settings
+
+MISTRAL = "mistralai/Mistral-7B-Instruct-v0.3"
+
+
+def gpu(total_gb: float) -> dict:
+    return {"kind": "cuda", "name": "NVIDIA GeForce RTX 3070", "memory_total_gb": total_gb,
+            "memory_free_gb": total_gb - 0.3, "driver": "580.65", "ram_total_gb": 32.0, "ram_free_gb": 30.0}
+
+
+CPU = {"kind": "cpu", "name": "x86_64 (2 threads)", "memory_total_gb": 24.0, "memory_free_gb": 20.0,
+       "ram_total_gb": 24.0, "ram_free_gb": 20.0}
+MAC = {"kind": "apple", "name": "Apple M4", "memory_total_gb": 24.0, "memory_free_gb": 20.0, "ram_total_gb": 24.0,
+       "ram_free_gb": 20.0}
+
+
+def announce(queue: str, node: str, device: dict) -> None:
+    JobStore.from_url(get_settings().redis_url).announce_worker(node, queue, {"device": device, "host": "h"}, 30)
+
+
+def submit(client: TestClient, dataset_id: str, **body) -> dict:
+    r = client.post("/v1/jobs", json={"dataset_id": dataset_id, "model": MISTRAL, **body})
+    return {**r.json(), "http": r.status_code}
+
+
+def test_workers_lists_each_queue_with_devices(client: TestClient) -> None:
+    announce("cuda", "cuda@box", gpu(8.0))
+    listing = client.get("/v1/workers").json()
+    assert listing["queues"]["mlx"] == []
+    (worker,) = listing["queues"]["cuda"]
+    assert worker["name"] == "cuda@box" and worker["device"]["memory_total_gb"] == 8.0 and worker["age_s"] < 5
+
+
+def test_the_8gb_preset_fits_an_8gb_card_and_a_6gb_card_is_refused_with_figures(client, dataset_id) -> None:
+    announce("cuda", "cuda@small", gpu(6.0))
+    refused = submit(client, dataset_id, preset="rtx3070-8gb")
+    assert refused["http"] == 422
+    (error,) = refused["detail"]
+    assert error["type"] == "does_not_fit" and "cuda@small" in error["msg"] and "6.0 GB" in error["msg"]
+    assert 6.0 < error["workers"][0]["estimate_gb"]["total"] < 8.0
+    forced = submit(client, dataset_id, preset="rtx3070-8gb", force=True)
+    assert forced["http"] == 201 and forced["warnings"][0].startswith("forced")
+    announce("cuda", "cuda@3070", gpu(8.0))
+    ok = submit(client, dataset_id, preset="rtx3070-8gb")
+    assert ok["http"] == 201 and ok["preset"] == "rtx3070-8gb" and ok["hyperparameters"]["optim"] == "adamw_8bit"
+
+
+def test_a_near_fit_is_accepted_with_a_warning_event(client, dataset_id) -> None:
+    announce("cuda", "cuda@tight", gpu(7.5))
+    job = submit(client, dataset_id, preset="rtx3070-8gb")
+    assert job["http"] == 201 and job["warnings"][0].startswith("fits only just")
+    events = client.get(f"/v1/jobs/{job['id']}/events").json()["items"]
+    assert [e["data"]["message"] for e in events if e["type"] == "warning"] == job["warnings"]
+
+
+def test_auto_prefers_a_gpu_and_otherwise_a_queue_that_can_hold_it(client, dataset_id) -> None:
+    announce("cuda", "cuda@cpu-box", CPU)  # float32 on a CPU: ~30 GB, more than its 24 GB
+    announce("mlx", "mlx@mac", MAC)
+    assert submit(client, dataset_id, backend="auto")["backend"] == "mlx"
+    assert submit(client, dataset_id, backend="cuda")["http"] == 422
+    announce("cuda", "cuda@gpu-box", gpu(24.0))
+    assert submit(client, dataset_id, backend="auto")["backend"] == "cuda"
+
+
+def test_no_live_worker_queues_it_with_a_note(client, dataset_id) -> None:
+    job = submit(client, dataset_id, backend="mlx")
+    assert job["http"] == 201 and "no live worker on queue mlx" in job["warnings"][0]
+
+
+def test_beta_and_learning_rate_far_from_ktos_range_are_warned(client, dataset_id) -> None:
+    job = submit(client, dataset_id, model="builtin:tiny-mistral",
+                 hyperparameters={"beta": 5.0, "learning_rate": 0.5})
+    assert job["http"] == 201
+    assert any(w.startswith("beta 5.0 is far outside") for w in job["warnings"])
+    assert any(w.startswith("learning_rate 0.5 is far outside") for w in job["warnings"])
+
+
+def test_presets_list_their_estimate(client) -> None:
+    presets = {p["name"]: p for p in client.get("/v1/presets").json()}
+    assert set(presets) == {"rtx3070-8gb", "m4-24gb"}
+    assert presets["rtx3070-8gb"]["fits"] and presets["rtx3070-8gb"]["estimate_gb"]["total"] < 8.0
+    assert presets["m4-24gb"]["backend"] == "mlx" and presets["m4-24gb"]["estimate_gb"]["total"] < 24.0
+    assert client.get("/v1/presets", params={"model": "someone/unknown"}).status_code == 422
+    bad = client.post("/v1/jobs", json={"dataset_id": "0" * 64, "preset": "nope"})
+    assert bad.status_code == 422 and "unknown preset 'nope'" in bad.text
