@@ -62,9 +62,13 @@ class JobContext:
 
     def checkpoint_saved(self, folder: Path, step: int) -> None:
         """Called by a backend once a checkpoint is whole on disk: the API keeps a copy, so a worker on another
-        machine can resume the job. A failed upload costs only that: training goes on, the local copy stays."""
+        machine can resume the job. A failed upload costs only that: training goes on, the local copy stays.
+        A worker that lost its lease sends nothing: the job belongs to another worker now, and the API's copy
+        is that worker's (the MLX loop saves a checkpoint when it stops, lease lost or not)."""
         outcome: dict[str, Any] = {"uploaded": False}
-        if self.client is not None and self.settings.upload_checkpoints:
+        if self.lease_lost.is_set():
+            outcome["error"] = "lease lost to another worker: not uploaded"
+        elif self.client is not None and self.settings.upload_checkpoints:
             try:
                 self.client.upload_checkpoint(self.job.id, folder, step)
                 outcome["uploaded"] = True

@@ -165,3 +165,18 @@ def test_a_failed_checkpoint_upload_is_reported_and_training_goes_on(make_ctx, a
     (last,) = [e.data for e in ctx.store.events(ctx.job.id, None, 100) if e.type == "log"]
     assert (last["message"], last["step"], last["uploaded"]) == ("checkpoint saved", 1, False)
     assert "401" in last["error"] and "not-the-worker-token" not in last["error"]
+
+
+def test_a_worker_that_lost_its_lease_uploads_no_checkpoint(make_ctx, api):
+    """The new owner's checkpoint in the API is never replaced by the old owner's last save."""
+    ctx = make_ctx()
+    ctx.client = WorkerClient(api, "test-worker-token", lease="old-owner:1:lease")
+    assert ctx.store.acquire_lease(ctx.job.id, "new-owner:2:lease", 60)  # another worker took the job
+    ctx.lease_lost.set()
+    folder = ctx.checkpoint_dir / "checkpoint-1"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text("{}")
+    ctx.checkpoint_saved(folder, 1)
+    (last,) = [e.data for e in ctx.store.events(ctx.job.id, None, 100) if e.type == "log"]
+    assert (last["message"], last["uploaded"]) == ("checkpoint saved", False) and "lease lost" in last["error"]
+    assert WorkerClient(api, "test-worker-token").latest_checkpoint(ctx.job.id) is None
