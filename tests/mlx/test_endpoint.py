@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
 from ktoforge.cli.main import app
 from ktoforge.evaluation.prompts import parse_prompts
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_http
 from tests.mlx.test_export import mlx_adapter
 from tests.mlx.test_generate import job_files
 
@@ -35,14 +33,7 @@ def server(tiny_model_dir: Path, tmp_path: Path):
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/models", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail((tmp_path / "server.log").read_text())
+        wait_http(f"{url}/models", tmp_path / "server.log")
         yield url
     finally:
         proc.terminate()

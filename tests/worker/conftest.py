@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from ktoforge.jobs import JobStore
 from ktoforge.lifecycle import JobContext
 from ktoforge.schemas import JobCreate, JobStatus
 from ktoforge.settings import get_settings
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_http
 
 
 def subset(reference: Path, dest: Path, n: int, n_undesirable: int | None = None) -> Path:
@@ -65,14 +64,7 @@ def api(kf_env, redis_client, monkeypatch, tmp_path) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "ktoforge_api.main:app", "--host", "127.0.0.1",
                              "--port", str(port)], env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail((tmp_path / "api.log").read_text())
+        wait_http(f"{url}/healthz", tmp_path / "api.log")
         yield url
     finally:
         proc.terminate()
