@@ -1,5 +1,5 @@
 """The one shape of a job id: 32 lowercase hex digits (``uuid4().hex``), checked wherever an id becomes a path
-or a key.
+or a key; and of a dataset id, the sha256 of its file.
 
 A job id names folders on the workers (``work_dir/jobs/<id>``) and in the API's storage. The id comes from
 Redis or a URL, so whoever can write either could otherwise name ``../..`` and have a worker write or delete
@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+DATASET_ID = re.compile(r"^[0-9a-f]{64}$")  # content-addressed: the file's sha256 in hex
 
 
 def is_job_id(value: object) -> bool:

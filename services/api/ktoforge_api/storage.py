@@ -17,10 +17,9 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from ktoforge.ids import check_job_id, is_job_id
+from ktoforge.ids import DATASET_ID, check_job_id, is_job_id
 
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-DATASET_ID = re.compile(r"^[0-9a-f]{64}$")
 CHECKPOINT = re.compile(r"checkpoint-(\d+)\.tar")
 
 

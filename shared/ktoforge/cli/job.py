@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,10 +14,10 @@ from rich.table import Table
 from ktoforge.cli.client import Client
 from ktoforge.cli.options import JsonOpt, KeyOpt, UrlOpt, connected, emit
 from ktoforge.cli.watch import watch as follow
+from ktoforge.ids import DATASET_ID
 from ktoforge.schemas import Hyperparameters, JobCreate, LoraSettings
 
 job_app = typer.Typer(no_args_is_help=True, help="Submit, follow, cancel and download training jobs.")
-DATASET_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 def parse_value(key: str, raw: str) -> Any:
@@ -64,7 +63,7 @@ def resolve_dataset(client: Client, dataset: str, err: Console) -> str:
             err.print(f"[yellow]warning[/] {warning['kind']} ({warning['count']}): {warning['message']}",
                       highlight=False)
         return str(report["id"])
-    if DATASET_ID.match(dataset):
+    if DATASET_ID.fullmatch(dataset):
         return dataset
     raise typer.BadParameter(f"{dataset!r} is neither a file nor a dataset id (64 hex characters)",
                              param_hint="--dataset")
