@@ -58,11 +58,13 @@ class Hyperparameters(BaseModel):
     optim: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit",
                    "paged_adamw_32bit"] = Field(
         "adamw_torch", description="Optimizer (TrainingArguments.optim): the 8-bit ones keep AdamW's state in a "
-        "quarter of the memory (bitsandbytes, CUDA only). The memory estimate depends on it.")
+        "quarter of the memory; they and the paged ones are bitsandbytes', CUDA only (a worker without CUDA, the "
+        "MLX one included, fails the job at once). The memory estimate depends on it.")
     quantization: Literal["auto", "nf4", "int8", "bf16", "fp32"] = Field(
         "auto", description="How the base weights are loaded: nf4 (4-bit NormalFloat, bitsandbytes' "
         "bnb_4bit_quant_type; MLX: its affine 4-bit), int8, bf16 or fp32; auto: 4-bit on a CUDA GPU (Unsloth), "
-        "float32 on CPU, the model as stored on MLX. The memory estimate depends on it.")
+        "float32 on CPU, the model as stored on MLX. nf4 and int8 need a CUDA GPU on the torch worker (a CPU "
+        "worker fails the job at once). The memory estimate depends on it.")
 
     @model_validator(mode="after")
     def _weights_positive(self) -> "Hyperparameters":
