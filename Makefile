@@ -46,12 +46,12 @@ test: install
 	$(call PYTEST,-m "not compose")
 
 test-fault: install
-	$(call PYTEST,tests/fault)
+	$(call PYTEST,tests/system/fault)
 
 # docker-compose.yml for real: installs/starts an engine where none answers (and stops only that one), builds
 # stand-ins for the base images from debootstrap, `up`, a worker outside Docker trains a job, `down -v`.
 test-compose: install
-	$(call PYTEST,-m compose tests/deploy)
+	$(call PYTEST,-m compose tests/system/deploy)
 
 # Every benchmark in bench/, one at a time; prints `name value` lines and rewrites bench/RESULTS.md.
 bench: install
@@ -60,7 +60,7 @@ bench: install
 # The Compose-spec schema, then the references it cannot check (services, volumes, files).
 check-compose: install
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
-	$(BIN)/python -m tests.deploy.compose_refs docker-compose.yml
+	$(BIN)/python -m tests.system.deploy.compose_refs docker-compose.yml
 
 # Real errors only (pyflakes: undefined names, unused imports; syntax), not style.
 lint: install check-compose

@@ -1,7 +1,7 @@
 """The one summary line of the fault and security suites, printed once when either of them ran.
 
 `faults: N/N survived, attacks: M/M refused, jobs lost: 0, server errors: 0`: faults are the tests under
-tests/fault/ (a process killed, Redis restarted, ...), attacks the tests marked ``attack`` (every test under
+tests/system/fault/ (a process killed, Redis restarted, ...), attacks the tests marked ``attack`` (every test under
 tests/security/). Both conftests call write_summary; the first call per session prints the line.
 """
 
@@ -27,7 +27,7 @@ def _calls(terminalreporter) -> list[pytest.TestReport]:
 
 def summary_line(reports: list[pytest.TestReport]) -> str | None:
     """The line for these test reports, or None when neither suite ran."""
-    faults = [r for r in reports if "tests/fault/" in r.nodeid]
+    faults = [r for r in reports if "tests/system/fault/" in r.nodeid]
     attacks = [r for r in reports if "attack" in r.keywords]
     if not faults and not attacks:
         return None

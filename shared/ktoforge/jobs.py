@@ -262,6 +262,11 @@ class JobStore:
     def lease_holder(self, job_id: str) -> str | None:
         return self.r.get(_key("lease", job_id))
 
+    def try_lock(self, name: str, ttl_s: float) -> bool:
+        """A lock nobody releases: whoever sets it first holds it for ``ttl_s`` (the reaper's one round among
+        several API replicas)."""
+        return bool(self.r.set(_key("lock", name), "1", nx=True, px=int(ttl_s * 1000)))
+
     def heartbeat_age(self, job_id: str) -> float | None:
         raw = self.r.get(_key("heartbeat", job_id))
         return None if raw is None else time.time() - float(raw)

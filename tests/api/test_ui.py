@@ -11,7 +11,7 @@ import httpx
 from ktoforge.lifecycle import run_job
 from tests.api.cdp import Browser
 from tests.api.test_docs import chromium
-from tests.worker.conftest import USER, api, dataset_id, new_job  # noqa: F401 (fixtures: API process, a job)
+from tests.job_fixtures import USER, api, dataset_id, new_job  # noqa: F401 (fixtures: API process, a job)
 
 OUTPUTS = Path(__file__).resolve().parents[2] / "var" / "test-outputs"
 POINTS = "Number(document.getElementById('chart-loss')?.dataset.points || 0)"

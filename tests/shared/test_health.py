@@ -11,7 +11,7 @@ import pytest
 
 from ktoforge.health import HealthMonitor, TrainingDiverged
 from ktoforge.lifecycle import JobContext
-from tests.worker.conftest import make_ctx  # noqa: F401 (the fixture: a real JobContext on the tests' Redis)
+from tests.job_fixtures import make_ctx  # noqa: F401 (the fixture: a real JobContext on the tests' Redis)
 
 
 def step(n: int, total: int = 9, **metrics: float) -> dict:

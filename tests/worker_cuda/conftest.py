@@ -1,3 +1,3 @@
-"""The torch worker's job fixtures (a real API process, Redis and an uploaded dataset), shared with tests/worker."""
+"""The torch worker's job fixtures: a real JobContext, a real API process, Redis and an uploaded dataset."""
 
-from tests.worker.conftest import api, dataset_id, new_job  # noqa: F401 (fixtures)
+from tests.job_fixtures import api, dataset_id, make_ctx, new_job  # noqa: F401 (fixtures)

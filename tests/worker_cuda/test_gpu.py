@@ -1,7 +1,7 @@
 """No silent CPU run of a GPU job: KTOFORGE_REQUIRE_GPU and no CUDA device fail the job at once (issue 9).
 
 This machine has no GPU (and a CPU-only torch), so a worker meant for one must refuse; local mode (the
-default, false) keeps training on the CPU (tests/worker/test_lifecycle.py trains a job that way).
+default, false) keeps training on the CPU (tests/shared/test_lifecycle.py trains a job that way).
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ktoforge.jobs import JobStore
+from ktoforge.ids import is_job_id
+from ktoforge.jobs import JobNotFound, JobStore
 from ktoforge.queue import make_celery
+from ktoforge.schemas import Job
 from ktoforge.settings import Settings, get_settings
 from ktoforge_api.storage import Storage
 
@@ -86,3 +88,24 @@ IsUserDep = Annotated[bool, Depends(is_user)]
 def require_worker(credentials: Credentials, settings: SettingsDep) -> None:
     """Worker-only routes take the worker token, never the user key: users cannot forge artifacts."""
     _check(credentials, settings.worker_token.get_secret_value(), "worker token")
+
+
+def load_job(job_id: str, store: StoreDep) -> Job:
+    """The job a route's ``{job_id}`` names, or 404."""
+    try:
+        return store.get(job_id)
+    except JobNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
+
+
+JobDep = Annotated[Job, Depends(load_job)]
+
+
+def stored_job(job: JobDep) -> Job:
+    """A job whose id may name its folders: a record planted in Redis under a key like ``..`` is not found."""
+    if not is_job_id(job.id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
+    return job
+
+
+StoredJobDep = Annotated[Job, Depends(stored_job)]

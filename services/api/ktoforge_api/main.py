@@ -13,11 +13,11 @@ from fastapi_offline import FastAPIOffline
 
 from ktoforge import __version__
 from ktoforge.jobs import JobStore
-from ktoforge.reaper import start_reaper
 from ktoforge.secret_guard import check_api
 from ktoforge.settings import get_settings
 from ktoforge_api.deps import get_celery, get_store
 from ktoforge_api.middleware import BodyLimit, SecurityHeaders
+from ktoforge_api.reaper import start_reaper
 from ktoforge_api.routers import artifacts, datasets, evaluations, events, health, internal, jobs, ui
 from ktoforge_api.routers import presets, workers
 

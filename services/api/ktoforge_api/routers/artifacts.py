@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.responses import FileResponse
 
-from ktoforge.ids import is_job_id
-from ktoforge.schemas import Artifact, Job
-from ktoforge_api.deps import StorageDep, require_user
-from ktoforge_api.routers.jobs import JobDep
+from ktoforge.schemas import Artifact
+from ktoforge_api.deps import StorageDep, StoredJobDep, require_user
 
 router = APIRouter(prefix="/v1/jobs", tags=["artifacts"], dependencies=[Depends(require_user)])
 
-
-def stored_job(job: JobDep) -> Job:
-    """A job whose id may name its folders: a record planted in Redis under a key like ``..`` is not found."""
-    if not is_job_id(job.id):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")
-    return job
-
-
-StoredJobDep = Annotated[Job, Depends(stored_job)]
 
 
 @router.get("/{job_id}/artifacts", response_model=list[Artifact])

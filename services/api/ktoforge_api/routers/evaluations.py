@@ -18,9 +18,8 @@ from ktoforge.evaluation.records import (EVAL_TASK, REPORT_FILES, Evaluation, Ev
 from ktoforge.schemas import Artifact, JobStatus
 from ktoforge.settings import get_settings
 from ktoforge.worker_client import LEASE_HEADER
-from ktoforge_api.deps import CeleryDep, SettingsDep, StorageDep, require_user, require_worker
+from ktoforge_api.deps import CeleryDep, SettingsDep, StorageDep, StoredJobDep, require_user, require_worker
 from ktoforge_api.errors import unprocessable
-from ktoforge_api.routers.artifacts import StoredJobDep
 from ktoforge_api.storage import TooLarge
 
 user_router = APIRouter(prefix="/v1/jobs", tags=["evaluations"], dependencies=[Depends(require_user)])

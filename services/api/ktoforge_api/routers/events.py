@@ -22,8 +22,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ktoforge.jobs import TERMINAL, JobStore, check_cursor
 from ktoforge.schemas import Event, EventPage
-from ktoforge_api.deps import Credentials, SettingsDep, StoreDep, require_user
-from ktoforge_api.routers.jobs import JobDep
+from ktoforge_api.deps import Credentials, JobDep, SettingsDep, StoreDep, require_user
 
 router = APIRouter(prefix="/v1/jobs", tags=["events"], dependencies=[Depends(require_user)])
 FINAL = {status.value for status in TERMINAL}

@@ -25,9 +25,8 @@ from ktoforge import checkpoint_tar
 from ktoforge.jobs import JobStore
 from ktoforge.schemas import Artifact, CheckpointInfo, Job, JobStatus
 from ktoforge.worker_client import LEASE_HEADER
-from ktoforge_api.deps import SettingsDep, StorageDep, StoreDep, require_worker
+from ktoforge_api.deps import SettingsDep, StorageDep, StoredJobDep, StoreDep, require_worker
 from ktoforge_api.errors import unprocessable
-from ktoforge_api.routers.artifacts import StoredJobDep
 from ktoforge_api.storage import Storage, TooLarge
 
 router = APIRouter(prefix="/v1/internal", tags=["internal (workers)"], dependencies=[Depends(require_worker)])

@@ -6,26 +6,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 
-from ktoforge.jobs import JobNotFound, TransitionError
+from ktoforge.jobs import TransitionError
 from ktoforge.models import ModelError, check_model
 from ktoforge.queue import enqueue
 from ktoforge.schemas import Job, JobCreate, JobPage, JobStatus
-from ktoforge_api.deps import CeleryDep, SettingsDep, StorageDep, StoreDep, require_user
+from ktoforge_api.deps import CeleryDep, JobDep, SettingsDep, StorageDep, StoreDep, require_user
 from ktoforge_api.errors import unprocessable
 from ktoforge_api.placement import place, record_warnings
 from ktoforge_api.quotas import check_quotas
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_user)])
 
-
-def load_job(job_id: str, store: StoreDep) -> Job:
-    try:
-        return store.get(job_id)
-    except JobNotFound:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
-
-
-JobDep = Annotated[Job, Depends(load_job)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Job,

@@ -6,7 +6,7 @@ tagged with those exact names. The stand-ins reach Debian's mirror and PyPI the 
 sources, the network part of its pip configuration and its extra CA certificates (a TLS-intercepting proxy)
 are read at run time and baked in. No mirror or index host name is written in this repository.
 
-Run as `python -m tests.deploy.standins docker-compose.yml` to build them outside the test.
+Run as `python -m tests.system.deploy.standins docker-compose.yml` to build them outside the test.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import redis
 from ktoforge.local import redis_config_line
 from tests.conftest import free_port
 from tests.system import FINISHED, System, start_system, stop_system, upload, wait_status
-from tests.worker.conftest import subset
+from tests.job_fixtures import subset
 
 KTOFORGE = str(Path(sys.executable).parent / "ktoforge")
 

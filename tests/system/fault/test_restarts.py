@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from tests.fault.conftest import client, lost
+from tests.system.fault.conftest import client, lost
 from tests.system import FINISHED, events, upload, wait_status, wait_step
 
 JOB = {"max_steps": 30, "save_steps": 10, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,

@@ -18,7 +18,7 @@ from ktoforge.evaluation.run import run_evaluation
 from ktoforge.lifecycle import run_job
 from ktoforge.schemas import JobStatus
 from ktoforge.settings import get_settings
-from tests.worker.conftest import USER
+from tests.job_fixtures import USER
 
 WORKER = {"Authorization": "Bearer test-worker-token"}
 PROMPTS = [{"id": "p1", "question": "Create a folder named Projects", "expected_tools": ["vaultManager_createFolder"]},

@@ -1,4 +1,5 @@
-"""Worker test fixtures: a real JobContext (real job store and files), and a real API process with a dataset."""
+"""Job fixtures (imported by the conftest of each folder that runs jobs): a real JobContext (real job store and
+files), and a real API process with a dataset."""
 
 from __future__ import annotations
 

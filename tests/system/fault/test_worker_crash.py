@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.fault.conftest import client, lost
+from tests.system.fault.conftest import client, lost
 from tests.system import FINISHED, events, upload, wait_status, wait_step
 
 LONG = {"max_steps": 24, "save_steps": 4, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
@@ -100,7 +100,7 @@ def test_sigkill_mlx_worker_resumes_from_checkpoint(small_dataset, tmp_path_fact
     """The Mac worker (solo pool: the worker is the training process) killed mid-job, its disk lost: the
     reaper requeues the job, local mode restarts the worker, and it resumes from the MLX checkpoint the API
     keeps."""
-    from tests.fault.conftest import FAST
+    from tests.system.fault.conftest import FAST
     from tests.system import start_system, stop_system
 
     mlx_system = start_system(tmp_path_factory.mktemp("mlx-fault"), ["mlx"], max_attempts="3", **FAST)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import KTOFORGE, cli_env
+from tests.shared.cli.conftest import KTOFORGE, cli_env
 from tests.system import FINISHED, System, wait_status
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.conftest import KTOFORGE, cli_env
-from tests.cli.proxy import CuttableProxy
-from tests.cli.pty_session import PtySession
+from tests.shared.cli.conftest import KTOFORGE, cli_env
+from tests.shared.cli.proxy import CuttableProxy
+from tests.shared.cli.pty_session import PtySession
 from tests.system import FINISHED, System, events, upload, wait_status, wait_step
 
 pytestmark = pytest.mark.slow

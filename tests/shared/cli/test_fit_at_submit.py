@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import KTOFORGE, cli_env
+from tests.shared.cli.conftest import KTOFORGE, cli_env
 from tests.conftest import ROOT
 from tests.system import System, upload
 

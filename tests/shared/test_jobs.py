@@ -1,14 +1,11 @@
-"""The job store's lifecycle rules, idempotency, leases, events and the reaper, on a real redis-server."""
+"""The job store's lifecycle rules, idempotency, leases and events, on a real redis-server."""
 
 from __future__ import annotations
 
 import pytest
 
 from ktoforge.jobs import JobStore, TransitionError, apply_transition
-from ktoforge.queue import make_celery
-from ktoforge.reaper import reap_once
 from ktoforge.schemas import JobCreate, JobStatus
-from ktoforge.settings import get_settings
 
 SPEC = JobCreate(dataset_id="a" * 64)
 
@@ -68,24 +65,6 @@ def test_event_cursor_pages(store):
     assert [e.data.get("step") for e in first + rest] == [None, 1, 2, 3, 4, 5]
 
 
-def test_reaper_requeues_stale_job_then_fails_after_max_attempts(store, redis_client, kf_env):
-    settings = get_settings()
-    app = make_celery()
-    job, _ = store.create(SPEC)
-    store.transition(job.id, JobStatus.running)
-    store.acquire_lease(job.id, "w1", 60)
-    assert reap_once(store, app, settings) == []  # lease held: its worker is alive
-    redis_client.delete(f"kf:lease:{job.id}", "kf:reaper-lock")
-    assert reap_once(store, app, settings) == [job.id]
-    assert store.get(job.id).status == JobStatus.queued
-    assert redis_client.llen("cuda") == 1  # a fresh message for the next worker
-    for _ in range(settings.max_attempts - 1):  # attempts 2 .. max: the last one fails for good
-        store.transition(job.id, JobStatus.running)
-        redis_client.delete("kf:reaper-lock")
-        reap_once(store, app, settings)
-    failed = store.get(job.id)
-    assert failed.status == JobStatus.failed and f"lost {settings.max_attempts} times" in failed.reason
-    assert redis_client.llen("cuda") == settings.max_attempts - 1
 
 
 def test_an_event_resent_after_a_lost_reply_is_stored_once(store):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from tests.fault.conftest import client, lost
+from tests.system.fault.conftest import client, lost
 from tests.system import FINISHED, events, upload, wait_status
 
 TINY = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 64,

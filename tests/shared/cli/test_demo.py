@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import KTOFORGE
+from tests.shared.cli.conftest import KTOFORGE
 from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.slow

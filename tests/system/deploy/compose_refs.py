@@ -1,6 +1,6 @@
 """Cross-reference checks the Compose JSON schema cannot make: every name used is defined, every file exists.
 
-Run as `python -m tests.deploy.compose_refs docker-compose.yml`; exits 1 listing each broken reference.
+Run as `python -m tests.system.deploy.compose_refs docker-compose.yml`; exits 1 listing each broken reference.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def reap_once(store: JobStore, app: Celery, settings: Settings) -> list[str]:
     """Requeue or fail every running job whose worker is gone; returns the ids it acted on."""
-    if not store.r.set("kf:reaper-lock", "1", nx=True, px=int(settings.reaper_interval_s * 1000)):
+    if not store.try_lock("reaper", settings.reaper_interval_s):
         return []
     acted = []
     jobs, _ = store.list(JobStatus.running, 0, 10_000)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.system import FINISHED, events, start_system, upload, wait_status
-from tests.worker.conftest import subset
+from tests.job_fixtures import subset
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
-from tests.fault.conftest import STATS, client
+from tests.system.fault.conftest import STATS, client
 from tests.system import API_KEY, upload
 
 USER = {"Authorization": f"Bearer {API_KEY}"}

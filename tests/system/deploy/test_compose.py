@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.deploy.compose_refs import problems, published_on
+from tests.system.deploy.compose_refs import problems, published_on
 
 VALIDATOR = Path(sys.executable).parent / "check-jsonschema"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.system import API_KEY, System, start_system, stop_system
-from tests.worker.conftest import subset
+from tests.job_fixtures import subset
 
 KTOFORGE = str(Path(sys.executable).parent / "ktoforge")
 

@@ -24,9 +24,9 @@ import redis
 
 from ktoforge.local import stop_group
 from tests.conftest import ROOT
-from tests.deploy.compose_project import ComposeProject
-from tests.deploy.docker_engine import Engine
-from tests.deploy.standins import ensure_images
+from tests.system.deploy.compose_project import ComposeProject
+from tests.system.deploy.docker_engine import Engine
+from tests.system.deploy.standins import ensure_images
 from tests.system import upload, wait_status
 
 pytestmark = pytest.mark.compose
@@ -90,7 +90,7 @@ def project(engine: Engine, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def env(project: ComposeProject) -> dict[str, str]:
-    from tests.deploy.compose_project import read_env
+    from tests.system.deploy.compose_project import read_env
 
     return read_env(project.env_file)
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.outcomes import STATS, count_server_errors, write_summary
 from tests.system import API_KEY, System, start_system, stop_system
-from tests.worker.conftest import subset
+from tests.job_fixtures import subset
 
 # Seconds, scaled down from production so a crash is detected and recovered within a test.
 FAST = {"heartbeat_interval_s": "1", "lease_ttl_s": "5", "heartbeat_stale_s": "8", "reaper_interval_s": "2"}
