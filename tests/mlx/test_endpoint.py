@@ -61,9 +61,9 @@ def test_bad_prompt_files_and_missing_options_are_refused(tmp_path: Path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"id": "x", "expected_tools": "notalist"}]))
     result = CliRunner().invoke(app, ["eval", "--endpoint", "http://127.0.0.1:9", "--model", "m", "--prompts", str(bad)])
-    assert result.exit_code == 2 and "0.question" in flat(result.output)
+    assert result.exit_code == 64 and "0.question" in flat(result.output)
     result = CliRunner().invoke(app, ["eval", "--endpoint", "http://127.0.0.1:9"])
-    assert result.exit_code == 2 and "--model NAME and --prompts FILE" in flat(result.output)
+    assert result.exit_code == 64 and "--model NAME and --prompts FILE" in flat(result.output)
 
 
 def flat(output: str) -> str:

@@ -153,3 +153,4 @@ class Client:
 FINAL = {"succeeded", "failed", "cancelled"}
 EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 2}
 EXIT_INTERRUPTED = 130
+EXIT_USAGE = 64  # sysexits.h EX_USAGE: a bad command line, told apart from every job outcome

@@ -3,11 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer._click.core import Context
+from typer._click.exceptions import UsageError  # typer 0.29 carries its own click: click.UsageError is another class
+from typer.core import TyperGroup
 
-app = typer.Typer(help="KTO Forge: KTO preference fine-tuning on CUDA and Apple silicon.", no_args_is_help=True)
+from ktoforge.cli.client import EXIT_USAGE
+
+
+class _Group(TyperGroup):
+    """Usage errors (a bad option, an unknown ``--set`` key) exit with EXIT_USAGE instead of click's 2: 2 means
+    "the job was cancelled" to a script that runs ``ktoforge job watch`` and must not be said by a typo."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except UsageError as exc:
+            exc.exit_code = EXIT_USAGE
+            raise
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            exc.exit_code = EXIT_USAGE
+            raise
+
+
+app = typer.Typer(cls=_Group, help="KTO Forge: KTO preference fine-tuning on CUDA and Apple silicon.",
+                  no_args_is_help=True)
 
 
 @app.command()

@@ -48,4 +48,4 @@ def test_errors_are_one_line_and_exit_1(system: System) -> None:
     nobody = run(system, "job", "list", url="http://127.0.0.1:9")
     assert nobody.returncode == 1 and "cannot reach the API" in nobody.stderr
     unknown = run(system, "job", "submit", "--dataset", "a" * 64, "--set", "nonsense=1")
-    assert unknown.returncode == 2 and "unknown setting 'nonsense'" in unknown.stderr  # a usage error, as click's
+    assert unknown.returncode == 64 and "unknown setting 'nonsense'" in unknown.stderr  # a usage error: EX_USAGE, not 2 (cancelled)

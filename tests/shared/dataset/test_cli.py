@@ -43,4 +43,4 @@ def test_on_error_skip_exits_0_and_lists_skipped_lines(tmp_path, kf_env):
     code, out, _ = inspect(str(path))
     assert code == 1 and "invalid_json" in out and "statistics" in out
     code, _, err = inspect(str(path), "--on-error", "ignore")
-    assert code == 2 and "reject, skip" in err
+    assert code == 64 and "reject, skip" in err
