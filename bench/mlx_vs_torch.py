@@ -3,7 +3,9 @@
 Prints one ``name value`` line per measure: mlx_kto_over_sft_ratio, torch_kto_over_sft_ratio,
 mlx_torch_step_ratio (the first over the second: KTO's relative cost in MLX against TRL's; goal <= 0.8),
 mlx_over_torch_step_ratio (KTO step time, MLX / torch), mlx_kto_step_s and mlx_kto_step_uncompiled_s (our
-step compiled, as the trainer runs it, and as it ran before), mlx_kto_tokens_per_s, torch_kto_tokens_per_s.
+step compiled, as the trainer runs it, and as it ran before), mlx_kto_gradient_free_share (the share of our
+step that its three gradient-free forwards take: reference on the batch and on the KL batch, policy on the KL
+batch; what dominates the step), mlx_kto_tokens_per_s, torch_kto_tokens_per_s.
 A step is forward + backward + AdamW update; each is warmed up, then the steps of a backend alternate and the
 median of each is taken. The MLX SFT step is compiled as mlx-lm's trainer compiles it.
 Run: .venv/bin/python bench/mlx_vs_torch.py [--rows 4] [--steps 15]
@@ -39,9 +41,13 @@ def median_times(*steps: Callable[[], None], warmup: int, repeats: int) -> list[
     return [statistics.median(t) for t in times]
 
 
-def mlx_steps(pair, rows: int) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None], int]:
+MlxSteps = tuple[Callable[[], None], Callable[[], None], Callable[[], None], Callable[[], None], int]
+
+
+def mlx_steps(pair, rows: int) -> MlxSteps:
     """(our KTO step as the trainer runs it — compiled —, the same step uncompiled as it was before, mlx-lm's
-    LoRA SFT step compiled as mlx-lm's trainer compiles it, tokens in the batch)."""
+    LoRA SFT step compiled as mlx-lm's trainer compiles it, the step's gradient-free forwards alone, compiled,
+    tokens in the batch)."""
     from functools import partial
 
     import mlx.core as mx
@@ -85,7 +91,12 @@ def mlx_steps(pair, rows: int) -> tuple[Callable[[], None], Callable[[], None], 
     def sft_step() -> None:
         mx.eval(sft_update(batch["input_ids"], lengths), model.state, opt.state)
 
-    return kto_step, kto_uncompiled_step, sft_step, sum(full_lens)
+    gradient_free = mx.compile(partial(fixed_terms, model, cfg=cfg), inputs=state, outputs=state)
+
+    def gradient_free_step() -> None:
+        mx.eval(gradient_free(batch))
+
+    return kto_step, kto_uncompiled_step, sft_step, gradient_free_step, sum(full_lens)
 
 
 def torch_steps(pair, rows: int) -> tuple[Callable[[], None], Callable[[], None], int]:
@@ -129,8 +140,8 @@ def main() -> None:
     model_dir = builtin_path(TINY_MISTRAL, ROOT / "var" / "models")
     with tempfile.TemporaryDirectory() as out:
         pair = make_pair(DATASET, model_dir, Path(out))
-        kto, kto_uncompiled, sft, mt = mlx_steps(pair, args.rows)
-        mk, mu, ms = median_times(kto, kto_uncompiled, sft, warmup=2, repeats=args.steps)
+        kto, kto_uncompiled, sft, gradient_free, mt = mlx_steps(pair, args.rows)
+        mk, mu, ms, mf = median_times(kto, kto_uncompiled, sft, gradient_free, warmup=2, repeats=args.steps)
         kto, sft, tt = torch_steps(pair, args.rows)
         tk, ts = median_times(kto, sft, warmup=2, repeats=args.steps)
     print(f"mlx_kto_over_sft_ratio {mk / ms:.3f}")
@@ -139,6 +150,7 @@ def main() -> None:
     print(f"mlx_over_torch_step_ratio {mk / tk:.3f}")
     print(f"mlx_kto_step_s {mk:.4f}")
     print(f"mlx_kto_step_uncompiled_s {mu:.4f}")
+    print(f"mlx_kto_gradient_free_share {mf / mk:.3f}")
     print(f"mlx_kto_tokens_per_s {mt / mk:.1f}")
     print(f"torch_kto_tokens_per_s {tt / tk:.1f}")
 

@@ -1,16 +1,20 @@
-"""The reference pass, computed per step or once up front: step time with TRL's `precompute_ref_log_probs`
-on over off, on the torch path (KTOTrainer + LoRA on the builtin tiny model, CPU), same data and seed.
+"""The reference pass, computed per step or once up front: step time with the job option
+`precompute_ref_log_probs` (TRL's name) on over off, on the torch path, same data and seed.
 
-With it on, TRL runs the reference model over the whole training set before the first step and each step
-then skips the reference forward passes; the one-off cost pays back only over many steps (full epochs).
-Prints `precompute_ref_step_ratio` (median step time on / off), precompute_ref_setup_s (the one-off pass)
-and the two medians.
+Each run is a job record with the option set, trained through the torch backend's own trainer
+(ktoforge_worker.train.build_trainer: the job's KTOConfig, LoRA, builtin tiny model, CPU), so the figure
+measures the option as a job gets it. With it on, TRL runs the reference model over the whole training set
+before the first step and each step then skips the reference forward passes; the one-off cost pays back only
+over many steps (full epochs). Prints `precompute_ref_step_ratio` (median step time on / off),
+precompute_ref_setup_s (train() to the first step, on, minus the same with it off: the one-off pass) and the
+two medians.
 Run: .venv/bin/python bench/precompute_ref.py [--steps 30] [--rows 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -18,35 +22,39 @@ from typing import Any
 
 from harness import MODELS, emit, median, small_dataset
 
+from tests.conftest import RedisServer
 
-def timed_training(dataset: Path, out: Path, steps: int, precompute: bool) -> tuple[float, float]:
-    """(median step time, seconds from train() to the first step) for one KTOTrainer run."""
-    import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import KTOConfig, KTOTrainer
+HP = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 192,
+      "learning_rate": 1e-4, "gradient_checkpointing": False, "seed": 0}
 
-    from ktoforge.builtin_model import TINY_MISTRAL, builtin_path
-    from ktoforge.dataset import ChatTemplate, load_examples
-    from ktoforge_worker.data import to_dataset
 
-    model_dir = builtin_path(TINY_MISTRAL, MODELS)
+def timed_job(dataset: Path, folder: Path, steps: int, precompute: bool) -> tuple[float, float]:
+    """(median step time, seconds from train() to the first step) of one job trained through the backend."""
+    from transformers import TrainerCallback
+
+    from ktoforge.jobs import JobStore
+    from ktoforge.lifecycle import JobContext
+    from ktoforge.schemas import JobCreate, JobStatus
+    from ktoforge.settings import get_settings
+    from ktoforge_worker.train import build_trainer
+
+    settings = get_settings()
+    store = JobStore.from_url(settings.redis_url)
+    hp = {**HP, "max_steps": steps, "save_steps": steps, "logging_steps": steps, "precompute_ref_log_probs": precompute}
+    job, _ = store.create(JobCreate(dataset_id="0" * 64, hyperparameters=hp))
+    store.transition(job.id, JobStatus.running)
+    ctx = JobContext(store.get(job.id), store, settings, dataset, folder / "output", folder / "checkpoints")
+    ctx.output_dir.mkdir(parents=True)
+    ctx.checkpoint_dir.mkdir(parents=True)
+    trainer, _, _ = build_trainer(ctx)
+    assert trainer.args.precompute_ref_log_probs is precompute  # the option reached KTOConfig
     marks: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             marks.append(time.perf_counter())
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    train = to_dataset(load_examples(dataset), ChatTemplate.from_dir(model_dir))
-    args = KTOConfig(output_dir=str(out), per_device_train_batch_size=2, max_steps=steps, max_length=192,
-                     learning_rate=1e-4, save_strategy="no", report_to=[], use_cpu=True, logging_steps=steps,
-                     precompute_ref_log_probs=precompute, seed=0, dataloader_num_workers=0)
-    trainer = KTOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
-                         peft_config=LoraConfig(r=16, lora_alpha=16, target_modules="all-linear"),
-                         callbacks=[Clock()])
+    trainer.add_callback(Clock())
     start = time.perf_counter()
     trainer.train()
     marks.append(time.perf_counter())
@@ -60,12 +68,19 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=64)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        dataset = small_dataset(Path(tmp), args.rows)
-        off, _ = timed_training(dataset, Path(tmp) / "off", args.steps, False)
-        on, setup = timed_training(dataset, Path(tmp) / "on", args.steps, True)
+        server = RedisServer(Path(tmp) / "redis")
+        server.start()
+        os.environ.update(KTOFORGE_REDIS_URL=server.url, KTOFORGE_MODEL_CACHE_DIR=str(MODELS),
+                          KTOFORGE_DATA_DIR=f"{tmp}/data", KTOFORGE_WORK_DIR=f"{tmp}/work")
+        try:
+            dataset = small_dataset(Path(tmp), args.rows)
+            off, off_start = timed_job(dataset, Path(tmp) / "off", args.steps, False)
+            on, on_start = timed_job(dataset, Path(tmp) / "on", args.steps, True)
+        finally:
+            server.stop()
     emit("precompute_ref_step_off_s", off, ".4f")
     emit("precompute_ref_step_on_s", on, ".4f")
-    emit("precompute_ref_setup_s", setup, ".2f")
+    emit("precompute_ref_setup_s", max(0.0, on_start - off_start), ".2f")
     emit("precompute_ref_step_ratio", on / off)
 
 

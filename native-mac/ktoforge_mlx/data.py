@@ -75,7 +75,8 @@ def _pad(seqs: list[list[int]], value: int) -> np.ndarray:
 
 
 def collate(rows: list[Row], pad_id: int, max_length: int) -> dict[str, mx.array]:
-    """TRL's DataCollatorForUnpairedPreference without the attention mask (right padding needs none)."""
+    """TRL's DataCollatorForUnpairedPreference without the attention mask (right padding needs none); each
+    row's length instead (``lengths``: its attention mask's sum, what TRL's ``num_tokens`` counts)."""
     batch: dict[str, mx.array] = {}
     sources = [("", lambda r: r.completion_ids)]
     if rows[0].kl_completion_ids is not None:
@@ -86,6 +87,7 @@ def collate(rows: list[Row], pad_id: int, max_length: int) -> dict[str, mx.array
         batch[f"{prefix}input_ids"] = mx.array(_pad(ids, pad_id))
         batch[f"{prefix}completion_mask"] = mx.array(_pad(masks, 0))
     batch["label"] = mx.array(np.array([r.label for r in rows], dtype=np.bool_))
+    batch["lengths"] = mx.array([min(len(r.prompt_ids) + len(r.completion_ids), max_length) for r in rows])
     return batch
 
 

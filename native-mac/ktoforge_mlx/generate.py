@@ -22,7 +22,7 @@ def _complete(model: Any, tokenizer: Any, texts: list[str], max_new_tokens: int)
 
     out = []
     for text in texts:
-        ids = tokenizer._tokenizer.encode(text, add_special_tokens=False)
+        ids = tokenizer.encode(text, add_special_tokens=False)
         out.append({"text": mlx_lm.generate(model, tokenizer, prompt=ids, max_tokens=max_new_tokens)})
     return out
 

@@ -34,7 +34,7 @@ class KTOSettings:
         return self.loss_type != "apo_zero_unpaired"
 
 
-def _lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if hasattr(m, "lora_a") and hasattr(m, "linear")]
 
 
@@ -42,7 +42,7 @@ def _lora_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def lora_disabled(model: nn.Module) -> Iterator[None]:
     """The reference model: each LoRA layer's frozen base linear swapped in for the duration, so the
     adapter is not even computed (like PEFT's ``disable_adapter``); no weight is copied."""
-    layers = _lora_layers(model)
+    layers = lora_layers(model)
     try:
         model.update_modules(tree_unflatten([(name, layer.linear) for name, layer in layers]))
         yield
@@ -50,16 +50,46 @@ def lora_disabled(model: nn.Module) -> Iterator[None]:
         model.update_modules(tree_unflatten(layers))
 
 
-def sequence_logps(model: nn.Module, input_ids: mx.array, completion_mask: mx.array) -> mx.array:
+def next_tokens(input_ids: mx.array) -> mx.array:
+    """The token each position predicts (position t: token t+1; the last position's is masked out by
+    ``predicting``). Shifting the targets, not the logits: ``logits[:, :-1]`` would copy the largest array of
+    the step (batch x length x vocabulary, in float32), and its gradient would be another such array."""
+    return mx.concatenate([input_ids[:, 1:], input_ids[:, -1:]], axis=1)
+
+
+def predicting(completion_mask: mx.array) -> mx.array:
+    """True where a position predicts a completion token (the next one is in the completion)."""
+    return mx.concatenate([completion_mask[:, 1:], mx.zeros_like(completion_mask[:, :1])], axis=1) > 0
+
+
+def completion_logps(logits: mx.array, input_ids: mx.array, completion_mask: mx.array) -> mx.array:
     """Sum over completion tokens of log p(token | prefix), per row (TRL's selective_log_softmax + sum).
 
     Rows are right-padded, so the causal mask alone keeps padding out of every real position.
     """
-    logits = model(input_ids)[:, :-1, :].astype(mx.float32)
-    targets = input_ids[:, 1:]
-    picked = mx.take_along_axis(logits, targets[..., None], axis=-1).squeeze(-1)
-    per_token = picked - mx.logsumexp(logits, axis=-1)
-    return mx.where(completion_mask[:, 1:] > 0, per_token, 0.0).sum(-1)
+    logits = logits.astype(mx.float32)
+    picked = mx.take_along_axis(logits, next_tokens(input_ids)[..., None], axis=-1).squeeze(-1)
+    return mx.where(predicting(completion_mask), picked - mx.logsumexp(logits, axis=-1), 0.0).sum(-1)
+
+
+def sequence_logps(model: nn.Module, input_ids: mx.array, completion_mask: mx.array) -> mx.array:
+    """completion_logps of the model's forward (the passes whose logits serve nothing else)."""
+    return completion_logps(model(input_ids), input_ids, completion_mask)
+
+
+def logit_sums(logits: mx.array, completion_mask: mx.array, chosen: mx.array) -> dict[str, mx.array]:
+    """What TRL's ``entropy`` and ``logits/*`` metrics are made of, over the completion tokens of the batch:
+    the summed per-token entropy of the next-token distribution, and per class the summed per-token mean
+    (over the vocabulary) of the logits, with their token counts. No gradient flows through any of it."""
+    logits = mx.stop_gradient(logits.astype(mx.float32))
+    mask = predicting(completion_mask).astype(mx.float32)
+    lse = mx.logsumexp(logits, axis=-1, keepdims=True)
+    entropy = lse.squeeze(-1) - (mx.exp(logits - lse) * logits).sum(-1)  # H = log Z - E_p[logit]
+    row_logits, row_tokens = (logits.mean(-1) * mask).sum(-1), mask.sum(-1)
+    return {"entropy_sum": (entropy * mask).sum(), "completion_tokens": row_tokens.sum(),
+            "logits_chosen_sum": (row_logits * chosen).sum(), "chosen_tokens": (row_tokens * chosen).sum(),
+            "logits_rejected_sum": (row_logits * (1 - chosen)).sum(),
+            "rejected_tokens": (row_tokens * (1 - chosen)).sum()}
 
 
 def _stacked(a: mx.array, b: mx.array) -> mx.array:
@@ -99,7 +129,8 @@ def kto_loss(model: nn.Module, batch: Batch, cfg: KTOSettings,
     fixed = fixed_terms(model, batch, cfg) if fixed is None else fixed
     kl, ref_logps = mx.stop_gradient(fixed["kl"]), mx.stop_gradient(fixed["ref_logps"])
     labels = batch["label"]
-    logps = sequence_logps(model, batch["input_ids"], batch["completion_mask"])
+    logits = model(batch["input_ids"])
+    logps = completion_logps(logits, batch["input_ids"], batch["completion_mask"])
     logratios = logps - ref_logps
     if cfg.loss_type == "kto":
         chosen_losses = 1 - mx.sigmoid(cfg.beta * (logratios - kl))
@@ -119,19 +150,22 @@ def kto_loss(model: nn.Module, batch: Batch, cfg: KTOSettings,
         "rewards_rejected_sum": (rewards * (1 - chosen)).sum(),
         "logps_chosen_sum": (detached_logps * chosen).sum(),
         "logps_rejected_sum": (detached_logps * (1 - chosen)).sum(),
+        **logit_sums(logits, batch["completion_mask"], chosen),
     }
     return mx.mean(losses), aux
 
 
 def batch_metrics(loss: float, aux: dict[str, float]) -> dict[str, float]:
-    """One batch's metrics as TRL appends them: rewards/logps are per-class means, absent for an empty class."""
-    out = {"loss": loss, "kl": aux["kl"]}
-    if aux["num_chosen"] > 0:
-        out["rewards/chosen"] = aux["rewards_chosen_sum"] / aux["num_chosen"]
-        out["logps/chosen"] = aux["logps_chosen_sum"] / aux["num_chosen"]
-    if aux["num_rejected"] > 0:
-        out["rewards/rejected"] = aux["rewards_rejected_sum"] / aux["num_rejected"]
-        out["logps/rejected"] = aux["logps_rejected_sum"] / aux["num_rejected"]
+    """One batch's metrics as TRL appends them: rewards/logps are per-class means and logits/* per-class token
+    means, each absent for an empty class; entropy is the completion tokens' mean (0 without any)."""
+    tokens = aux["completion_tokens"]
+    out = {"loss": loss, "kl": aux["kl"], "entropy": aux["entropy_sum"] / tokens if tokens > 0 else 0.0}
+    for cls in ("chosen", "rejected"):
+        if aux[f"{cls}_tokens"] > 0:
+            out[f"logits/{cls}"] = aux[f"logits_{cls}_sum"] / aux[f"{cls}_tokens"]
+        if aux[f"num_{cls}"] > 0:
+            out[f"rewards/{cls}"] = aux[f"rewards_{cls}_sum"] / aux[f"num_{cls}"]
+            out[f"logps/{cls}"] = aux[f"logps_{cls}_sum"] / aux[f"num_{cls}"]
     if aux["num_chosen"] > 0 and aux["num_rejected"] > 0:
         out["rewards/margins"] = out["rewards/chosen"] - out["rewards/rejected"]
     return out

@@ -1,7 +1,9 @@
 """LoRA on an mlx-lm model, from the job's PEFT-named settings, and the mlx-lm adapter files.
 
-Dropout is 0: TRL's KTOTrainer disables every dropout module (``disable_dropout=True`` by default),
-PEFT's LoRA dropout included, so the torch worker trains without it too.
+The job's ``lora_dropout`` is mlx-lm's LoRA dropout: it drops the adapter input of the policy passes while
+the model trains (``model.train()``), as PEFT's LoRA dropout does; evaluation (``model.eval()``) and the
+reference pass (kto.lora_disabled, which computes no adapter at all) see no dropout. With gradient
+checkpointing there is none either (trainer.enable_grad_checkpointing says why).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def lora_parameters(model: nn.Module, lora: LoraSettings) -> dict[str, Any]:
                   and isinstance(module, (nn.Linear, nn.QuantizedLinear)))
     if not keys:
         raise ValueError(f"no linear layer of this model is named like {lora.target_modules}")
-    return {"rank": lora.r, "scale": lora.lora_alpha / lora.r, "dropout": 0.0, "keys": keys}
+    return {"rank": lora.r, "scale": lora.lora_alpha / lora.r, "dropout": lora.lora_dropout,
+            "keys": keys}
 
 
 def add_lora(model: nn.Module, params: dict[str, Any]) -> None:

@@ -2,9 +2,10 @@
 
 It reproduces what transformers' Trainer does around TRL's loss so both backends take the same steps:
 the optimizer step count per epoch (partial last accumulation included, its loss divided by the batches it
-really has), gradient clipping at 1.0, AdamW with bias correction, the warmup + schedule lambdas, and
-logging of metrics averaged over the batches since the last log. The step → batches mapping is
-deterministic, so a resumed run continues exactly where its checkpoint left off.
+really has), gradient clipping at 1.0, AdamW with bias correction, the warmup + schedule lambdas, the logs
+(transformers' ``loss`` and ``epoch``, TRL's other metrics averaged over the batches since the last log) and
+the eval policy (every ``save_steps`` and at the end, as transformers does with ``eval_steps=save_steps``).
+The step → batches mapping is deterministic, so a resumed run continues exactly where its checkpoint left off.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from ktoforge_mlx.kto import Batch, KTOSettings, average_metrics, batch_metrics, fixed_terms, kto_loss
+from ktoforge_mlx.kto import (Batch, KTOSettings, average_metrics, batch_metrics, fixed_terms, kto_loss,
+                              lora_layers)
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -62,6 +64,12 @@ class Plan:
         window = step % self.steps_per_epoch
         return range(window * self.grad_accum, min((window + 1) * self.grad_accum, self.num_batches))
 
+    def epoch_at(self, step: int) -> float:
+        """transformers' ``state.epoch`` after ``step`` (≥ 1) optimizer steps: the epochs done plus the share of
+        this epoch's batches consumed. It counts micro-batches, so a step of a partial last window adds less."""
+        done = (step - 1) // self.steps_per_epoch
+        return done + self.batch_indices(step - 1).stop / self.num_batches
+
     @property
     def warmup_steps(self) -> int:
         return math.ceil(self.max_steps * self.warmup_ratio)
@@ -87,10 +95,19 @@ def make_optimizer(plan: Plan) -> optim.Optimizer:
 
 
 def enable_grad_checkpointing(model: nn.Module) -> None:
-    """Recompute each transformer block in the backward pass (mlx-lm's own helper)."""
+    """Recompute each transformer block in the backward pass (mlx-lm's own helper), and train the adapters
+    without dropout: mx.checkpoint's recompute draws new random numbers, so a LoRA dropout mask would differ
+    between the forward and the backward pass and the gradient would be wrong (seen: off by orders of
+    magnitude). mlx-lm's helper patches the block's class, so it is applied once per class: twice would nest
+    the recompute."""
     from mlx_lm.tuner.trainer import grad_checkpoint
 
-    grad_checkpoint(model.layers[0])
+    for _, layer in lora_layers(model):
+        layer.dropout = nn.Identity()
+    block = type(model.layers[0])
+    if not getattr(block.__call__, "ktoforge_checkpointed", False):
+        grad_checkpoint(model.layers[0])
+        block.__call__.ktoforge_checkpointed = True
 
 
 PAD_MULTIPLE = 32  # widths rounded up to this (as mlx-lm's batches are): few shapes, few compilations
@@ -112,9 +129,15 @@ def bucketed(batch: Batch) -> Batch:
 
 
 class CompiledStep:
-    """One optimizer step as mlx-lm's trainer runs it: ``value_and_grad`` built once, the micro-batch gradient
-    and the update each ``mx.compile``-d with the model and optimizer state, one ``mx.eval`` per micro-batch
-    (the accumulated gradient and the loss sums; nothing is read back to the host until the step is done).
+    """One optimizer step as mlx-lm's trainer runs it: ``value_and_grad`` built once, the reference pass, the
+    micro-batch gradient and the update each ``mx.compile``-d with the model, optimizer and random state (the
+    random state makes LoRA dropout draw a new mask on each call instead of one traced into the graph).
+
+    Two evaluations per micro-batch: the gradient-free passes (reference, and the policy on the KL batch), then
+    the gradient. One graph for both would keep the gradient-free passes' logits alive through the backward
+    pass: measured on CPU, 11 batch-sized float32 logits arrays at the peak instead of 4, which for Mistral-7B
+    at batch 2 x 1024 tokens is 1.9 GB more (tests/mlx/test_fit.py). Nothing is read back to the host until
+    the step is done.
 
     Built after a checkpoint is loaded: the compiled functions hold the optimizer's state dict itself.
     """
@@ -124,11 +147,15 @@ class CompiledStep:
         loss_and_grad = nn.value_and_grad(model, lambda m, b, fixed: kto_loss(m, b, cfg, fixed))
         if not optimizer._initialized:  # its moments must exist before they are traced as inputs
             optimizer.init(model.trainable_parameters())
-        state = [model.state, optimizer.state]
+        state = [model.state, optimizer.state, mx.random.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def micro(batch: Batch, previous: Any, scale: float) -> tuple[mx.array, dict[str, mx.array], Any]:
-            fixed = fixed_terms(model, batch, cfg)  # no gradient flows through it (stop_gradient in kto_loss)
+        def reference(batch: Batch) -> dict[str, mx.array]:
+            return fixed_terms(model, batch, cfg)  # no gradient flows through it (stop_gradient in kto_loss)
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def micro(batch: Batch, fixed: dict[str, mx.array], previous: Any,
+                  scale: float) -> tuple[mx.array, dict[str, mx.array], Any]:
             (loss, aux), grads = loss_and_grad(model, batch, fixed)
             grads = tree_map(lambda g: g * scale, grads)
             return loss, aux, grads if previous is None else tree_map(mx.add, grads, previous)
@@ -139,14 +166,16 @@ class CompiledStep:
             optimizer.update(model, clipped)
             return norm
 
-        self.micro, self.update = micro, update
+        self.reference, self.micro, self.update = reference, micro, update
 
     def __call__(self, batches: list[Batch], lr: float) -> tuple[float, list[dict[str, float]]]:
         """(pre-clip gradient norm, each micro-batch's TRL metrics) of one step over ``batches``."""
         self.optimizer.learning_rate = lr
         grads, sums = None, []
-        for batch in batches:
-            loss, aux, grads = self.micro(bucketed(batch), grads, 1.0 / len(batches))
+        for batch in map(bucketed, batches):
+            fixed = self.reference(batch)
+            mx.eval(fixed)
+            loss, aux, grads = self.micro(batch, fixed, grads, 1.0 / len(batches))
             mx.eval(grads, loss, aux)
             sums.append((loss, aux))
         norm = self.update(grads)
@@ -154,25 +183,38 @@ class CompiledStep:
         return norm.item(), [batch_metrics(loss.item(), {k: v.item() for k, v in aux.items()}) for loss, aux in sums]
 
 
-def evaluate(model: nn.Module, batches: list[Batch], cfg: KTOSettings) -> dict[str, float]:
-    """TRL's eval metrics (``eval_`` prefixed) averaged over the held-out batches."""
+def evaluate(model: nn.Module, batches: list[Batch], cfg: KTOSettings, num_tokens: int = 0) -> dict[str, float]:
+    """The eval log of TRL's KTOTrainer over the held-out batches, dropout off: ``eval_loss`` as transformers'
+    evaluation loop makes it (each batch's loss weighted by its rows), TRL's other metrics averaged over the
+    batches, ``eval_num_tokens`` TRL's count of the tokens trained on so far, and transformers' speed figures."""
+    started = time.time()
     model.eval()
-    per_batch = []
+    per_batch, rows = [], []
     for batch in batches:
         loss, aux = kto_loss(model, batch, cfg)
         mx.eval(loss, aux)
         per_batch.append(batch_metrics(loss.item(), {k: v.item() for k, v in aux.items()}))
+        rows.append(batch["input_ids"].shape[0])
     model.train()
-    return {f"eval_{k}": v for k, v in average_metrics(per_batch).items()}
+    runtime = max(time.time() - started, 1e-9)
+    out = {f"eval_{k}": v for k, v in average_metrics(per_batch).items()}
+    out.update(eval_loss=sum(m["loss"] * n for m, n in zip(per_batch, rows)) / sum(rows),
+               eval_num_tokens=float(num_tokens), eval_runtime=round(runtime, 4),
+               eval_samples_per_second=round(sum(rows) / runtime, 3),
+               eval_steps_per_second=round(len(batches) / runtime, 3))
+    return out
 
 
 def save_checkpoint(folder: Path, model: nn.Module, optimizer: optim.Optimizer, step: int) -> None:
-    """Adapters, optimizer moments and the step, written to a temp dir then renamed (a crash leaves no half)."""
+    """Adapters, optimizer moments, MLX's random state (the LoRA dropout masks to come: a resumed run draws
+    the ones the uninterrupted run would, as transformers' rng_state does on torch) and the step, written to a
+    temp dir then renamed (a crash leaves no half)."""
     tmp = folder.with_name(folder.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     mx.save_safetensors(str(tmp / ADAPTER_FILE), dict(tree_flatten(model.trainable_parameters())))
     mx.save_safetensors(str(tmp / OPTIMIZER_FILE), dict(tree_flatten(optimizer.state)))
-    (tmp / STATE_FILE).write_text(json.dumps({"global_step": step}))
+    key = [int(half) for half in mx.random.state[0].tolist()]
+    (tmp / STATE_FILE).write_text(json.dumps({"global_step": step, "random_key": key}))
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)
@@ -182,7 +224,11 @@ def load_checkpoint(folder: Path, model: nn.Module, optimizer: optim.Optimizer) 
     """Restore what save_checkpoint wrote; returns the step to continue from."""
     model.load_weights(list(mx.load(str(folder / ADAPTER_FILE)).items()), strict=False)
     optimizer.state = tree_unflatten(list(mx.load(str(folder / OPTIMIZER_FILE)).items()))
-    return int(json.loads((folder / STATE_FILE).read_text())["global_step"])
+    state = json.loads((folder / STATE_FILE).read_text())
+    if "random_key" in state:  # absent from checkpoints written before dropout was applied
+        high, low = state["random_key"]
+        mx.random.seed((high << 32) | low)  # a seed's key is its two 32-bit halves: the saved key itself
+    return int(state["global_step"])
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -193,34 +239,69 @@ def latest_checkpoint(root: Path) -> Path | None:
 Report = Callable[[dict[str, Any]], None]
 
 
+@dataclass
+class LogWindow:
+    """What one training log averages, as transformers and TRL account for it.
+
+    TRL's metrics: the mean of what each micro-batch appended since the last log (KTOTrainer.log). ``loss``:
+    transformers' tr_loss, the mean over the optimizer steps since the last log of each step's loss (the mean
+    of its micro-batches: a partial last window weighs as much as a full one). ``num_tokens``: TRL's running
+    count of the tokens trained on (the attention mask: padding excluded) since this run began.
+    """
+
+    batches: list[dict[str, float]] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    num_tokens: int = 0
+
+    def add(self, metrics: list[dict[str, float]], tokens: int) -> None:
+        self.batches += metrics
+        self.step_losses.append(sum(m["loss"] for m in metrics) / len(metrics))
+        self.num_tokens += tokens
+
+    def flush(self) -> dict[str, float]:
+        out = {**average_metrics(self.batches), "loss": sum(self.step_losses) / len(self.step_losses),
+               "num_tokens": float(self.num_tokens)}
+        self.batches, self.step_losses = [], []
+        return out
+
+
+def _progress(plan: Plan, step: int, start_step: int, started: float, tokens: int) -> dict[str, Any]:
+    """transformers' epoch and step, plus ours: max_steps, eta_s and tokens_per_s (of this run, since it began)."""
+    elapsed = time.monotonic() - started
+    return {"epoch": plan.epoch_at(step), "step": step, "max_steps": plan.max_steps,
+            "eta_s": round(elapsed / (step - start_step) * (plan.max_steps - step), 1),
+            "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1)}
+
+
 def train(model: nn.Module, optimizer: optim.Optimizer, get_batch: Callable[[int], Batch], cfg: KTOSettings,
           plan: Plan, report: Report, should_stop: Callable[[], bool] = lambda: False,
           checkpoint_root: Path | None = None, start_step: int = 0,
-          on_checkpoint: Callable[[Path, int], None] = lambda folder, step: None) -> int:
-    """Optimizer steps ``start_step`` … ``plan.max_steps``; returns the last completed step.
+          on_checkpoint: Callable[[Path, int], None] = lambda folder, step: None,
+          eval_batches: list[Batch] | None = None) -> int:
+    """Optimizer steps ``start_step`` … ``plan.max_steps``; returns the last completed step. What it reports
+    is named as ktoforge.metrics declares (TRAIN_LOG and EVAL_LOG, plus tokens_per_s).
 
-    ``get_batch(i)`` returns dataloader batch ``i`` of an epoch. Checkpoints every ``save_steps`` and at a
-    stop, each then passed to ``on_checkpoint``; ``should_stop`` is checked after every step (cancel, lost lease).
+    ``get_batch(i)`` returns dataloader batch ``i`` of an epoch (as data.collate makes it). Logs every
+    ``logging_steps``, at the end and at a stop. Evaluates ``eval_batches`` every ``save_steps`` and at the end
+    of a completed run, not after a stop. Checkpoints every ``save_steps`` and at a stop, each then passed to
+    ``on_checkpoint``; ``should_stop`` is checked after every step (cancel, lost lease).
     """
     model.train()
     compiled = CompiledStep(model, optimizer, cfg, plan.max_grad_norm)
-    window: list[dict[str, float]] = []
-    tokens, started, step = 0, time.monotonic(), start_step
+    window, started, step = LogWindow(), time.monotonic(), start_step
     while step < plan.max_steps:
         batches = [get_batch(i) for i in plan.batch_indices(step)]
         lr = plan.learning_rate * plan.lr_factor(step)
         grad_norm, metrics = compiled(batches, lr)
         step += 1
-        window += metrics
-        tokens += sum(int((b["input_ids"].shape[0] * b["input_ids"].shape[1])) for b in batches)
+        window.add(metrics, sum(int(b["lengths"].sum().item()) for b in batches))
         stopping = should_stop()
         if step % plan.logging_steps == 0 or step == plan.max_steps or stopping:
-            elapsed = time.monotonic() - started
-            report({**average_metrics(window), "grad_norm": grad_norm, "learning_rate": lr,
-                    "epoch": round(step / plan.steps_per_epoch, 4), "step": step, "max_steps": plan.max_steps,
-                    "eta_s": round(elapsed / (step - start_step) * (plan.max_steps - step), 1),
-                    "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1)})
-            window = []
+            report({**window.flush(), "grad_norm": grad_norm, "learning_rate": lr,
+                    **_progress(plan, step, start_step, started, window.num_tokens)})
+        if eval_batches and not stopping and (step % plan.save_steps == 0 or step == plan.max_steps):
+            report({**evaluate(model, eval_batches, cfg, window.num_tokens),
+                    **_progress(plan, step, start_step, started, window.num_tokens)})
         if checkpoint_root is not None and (step % plan.save_steps == 0 or stopping):
             save_checkpoint(checkpoint_root / f"checkpoint-{step}", model, optimizer, step)
             on_checkpoint(checkpoint_root / f"checkpoint-{step}", step)

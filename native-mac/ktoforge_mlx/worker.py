@@ -1,33 +1,60 @@
-"""The MLX backend's train function for ``ktoforge.lifecycle.run_job``: load, LoRA, KTO, artifacts.
+"""The MLX backend (``BACKEND``) of ``ktoforge.lifecycle``: load, LoRA, KTO, artifacts.
+
+The model arrives resolved by the lifecycle (hub access and KTOFORGE_HF_TOKEN checked); checkpoint naming,
+lookup and retention, metrics.jsonl and job_config.json are the lifecycle's too. Only public mlx-lm APIs:
+``mlx_lm.load`` on a local folder, and its TokenizerWrapper, which hands every attribute it does not define
+to the Hugging Face tokenizer (``encode``, ``pad_token_id``, ``save_pretrained``).
 
 Artifacts (flat names, uploaded by the lifecycle): the PEFT adapter under the same names as the CUDA
 worker's (adapter_model.safetensors + adapter_config.json) so every consumer treats both alike, the
 mlx-lm adapter as mlx_adapter.tar (adapters.safetensors + adapter_config.json: ``tar xf`` gives a folder
-``mlx_lm.load(..., adapter_path=...)`` accepts), the tokenizer, metrics.jsonl and job_config.json.
+``mlx_lm.load(..., adapter_path=...)`` accepts), and the tokenizer.
 """
 
 from __future__ import annotations
 
-import json
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ktoforge.lifecycle import JobContext
-from ktoforge.models import resolve
+from ktoforge.backend import Completed, Outcome, Prepared, TrainingBackend
+from ktoforge.lifecycle import JobContext, run_backend
+from ktoforge.models import ModelSource
 from ktoforge.schemas import CUDA_ONLY_OPTIMIZERS, Hyperparameters
 
 
-def _load(model_ref: str) -> tuple[Any, Any, Path]:
-    """(model, mlx-lm tokenizer wrapper, local model folder); hub ids download through huggingface_hub."""
-    import mlx_lm
-    from mlx_lm.utils import _download
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any  # mlx-lm's TokenizerWrapper
+    model_dir: Path
+    source: ModelSource
 
-    path = _download(model_ref)
-    # Explicitly no code from the model's folder, for the weights and the tokenizer alike: the folder is the
-    # user's choice, the code would run as the worker.
-    model, tokenizer = mlx_lm.load(str(path), tokenizer_config={"trust_remote_code": False}, trust_remote_code=False)
-    return model, tokenizer, path
+
+@dataclass
+class MLXRun:
+    """What the training loop needs, built by ``prepare``."""
+
+    loaded: Loaded
+    lora: dict[str, Any]  # mlx-lm's lora_parameters
+    kto: Any  # ktoforge_mlx.kto.KTOSettings
+    plan: Any  # ktoforge_mlx.trainer.Plan
+    get_batch: Any  # dataloader batch i of an epoch
+    eval_batches: list[Any] | None
+
+
+def load_model(ctx: JobContext, source: ModelSource) -> Loaded:
+    """mlx-lm's model and tokenizer from a local folder (a hub model fetched first, with the worker's token, the
+    files mlx-lm itself would fetch). Explicitly no code from the model's folder, for the weights and the
+    tokenizer alike: the folder is the user's choice, the code would run as the worker."""
+    import mlx_lm
+    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
+
+    model_dir = source.local_dir(list(DEFAULT_ALLOW_PATTERNS))
+    model, tokenizer = mlx_lm.load(str(model_dir), tokenizer_config={"trust_remote_code": False},
+                                   trust_remote_code=False)
+    return Loaded(model, tokenizer, model_dir, source)
 
 
 def apply_precision(model: Any, hp: Hyperparameters) -> None:
@@ -46,73 +73,84 @@ def apply_precision(model: Any, hp: Hyperparameters) -> None:
         model.set_dtype(mx.bfloat16 if hp.quantization == "bf16" else mx.float32)
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_id(tokenizer: Any) -> int:
     """TRL's rule: the pad token, else EOS."""
-    hf = tokenizer._tokenizer
-    return hf.pad_token_id if hf.pad_token_id is not None else hf.eos_token_id
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def _reporter(ctx: JobContext, path: Path):
-    def report(metrics: dict[str, Any]) -> None:
-        with path.open("a") as fh:
-            fh.write(json.dumps(metrics) + "\n")
-        ctx.report(metrics)
-
-    return report
-
-
-def train(ctx: JobContext) -> None:
+def prepare(ctx: JobContext, loaded: Loaded) -> Prepared:
+    """Rows, precision, LoRA (seeded: the job's initialisation is reproducible) and the step plan."""
     import mlx.core as mx
 
-    from ktoforge_mlx.convert import to_peft
-    from ktoforge_mlx.data import batches, collate, prepare
+    from ktoforge_mlx.data import batches, collate
+    from ktoforge_mlx.data import prepare as to_rows
     from ktoforge_mlx.kto import KTOSettings
-    from ktoforge_mlx.lora import add_lora, lora_parameters, save_adapter
-    from ktoforge_mlx.trainer import (Plan, enable_grad_checkpointing, evaluate, latest_checkpoint,
-                                      load_checkpoint, make_optimizer)
-    from ktoforge_mlx.trainer import train as train_loop
+    from ktoforge_mlx.lora import add_lora, lora_parameters
+    from ktoforge_mlx.trainer import Plan, enable_grad_checkpointing
 
-    job, hp = ctx.job, ctx.job.hyperparameters
-    model_ref = resolve(job.model, ctx.settings.model_cache_dir)
-    model, tokenizer, model_dir = _load(model_ref)
-    encode = lambda text: tokenizer._tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-    train_rows, eval_rows, weights = prepare(ctx.dataset_path, model_dir, encode, hp)
+    hp, model = ctx.job.hyperparameters, loaded.model
+    encode = lambda text: loaded.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    train_rows, eval_rows, weights = to_rows(ctx.dataset_path, loaded.model_dir, encode, hp)
     if not train_rows:
         raise ValueError(f"no training row has a prompt shorter than max_length={hp.max_length}")
     apply_precision(model, hp)
-    params = lora_parameters(model, job.lora)
+    params = lora_parameters(model, ctx.job.lora)
     mx.random.seed(hp.seed)  # the LoRA initialisation is the job's, reproducible
     add_lora(model, params)
     if hp.gradient_checkpointing:
         enable_grad_checkpointing(model)
-    cfg = KTOSettings(beta=hp.beta, loss_type=hp.loss_type, **weights)
-    chunks = batches(train_rows, hp.per_device_train_batch_size)
+    pad, size = pad_id(loaded.tokenizer), hp.per_device_train_batch_size
+    chunks = batches(train_rows, size)
     plan = Plan.of(len(chunks), hp.gradient_accumulation_steps, hp.num_train_epochs, hp.max_steps,
                    learning_rate=hp.learning_rate, lr_scheduler_type=hp.lr_scheduler_type,
                    warmup_ratio=hp.warmup_ratio, logging_steps=hp.logging_steps, save_steps=hp.save_steps)
-    optimizer = make_optimizer(plan)
+    held = [collate(b, pad, hp.max_length) for b in batches(eval_rows, size)] if eval_rows else None
+    run = MLXRun(loaded, params, KTOSettings(beta=hp.beta, loss_type=hp.loss_type, **weights), plan,
+                 lambda i: collate(chunks[i], pad, hp.max_length), held)
+    config = {"lora_parameters": params, "local_model_dir": str(loaded.model_dir),
+              "plan": {"max_steps": plan.max_steps, "steps_per_epoch": plan.steps_per_epoch}}
+    return Prepared(run, {"train": len(train_rows), "eval": len(eval_rows)}, weights, config)
+
+
+def run_loop(ctx: JobContext, prepared: Prepared) -> Outcome:
+    """The training loop from the job's latest checkpoint, if any; the adapter written when it completed.
+    Evaluation (every save_steps and at the end) is the loop's, as on torch."""
+    from ktoforge_mlx.trainer import load_checkpoint, make_optimizer
+    from ktoforge_mlx.trainer import train as train_loop
+
+    run: MLXRun = prepared.state
+    optimizer = make_optimizer(run.plan)
     start = 0
-    if (checkpoint := latest_checkpoint(ctx.checkpoint_dir)) is not None:
-        start = load_checkpoint(checkpoint, model, optimizer)
+    if (resume := ctx.latest_checkpoint()) is not None:
+        start = load_checkpoint(resume[1], run.loaded.model, optimizer)
         ctx.log("resuming from checkpoint", resumed_from_step=start)
-    pad = _pad_id(tokenizer)
-    report = _reporter(ctx, ctx.output_dir / "metrics.jsonl")
-    train_loop(model, optimizer, lambda i: collate(chunks[i], pad, hp.max_length), cfg, plan, report,
-               ctx.should_stop, ctx.checkpoint_dir, start, ctx.checkpoint_saved)
-    if ctx.should_stop():
-        return
-    if eval_rows:
-        eval_batches = [collate(b, pad, hp.max_length) for b in batches(eval_rows, hp.per_device_train_batch_size)]
-        report({**evaluate(model, eval_batches, cfg), "step": plan.max_steps, "max_steps": plan.max_steps})
+    step = train_loop(run.loaded.model, optimizer, run.get_batch, run.kto, run.plan, ctx.report,
+                      should_stop=ctx.should_stop, checkpoint_root=ctx.checkpoint_dir, start_step=start,
+                      on_checkpoint=ctx.checkpoint_saved, eval_batches=run.eval_batches)
+    outcome = ctx.outcome(step)
+    if isinstance(outcome, Completed):
+        save_artifacts(ctx, run)
+    return outcome
+
+
+def save_artifacts(ctx: JobContext, run: MLXRun) -> None:
+    """The mlx-lm adapter (as a tar), the same adapter in PEFT's format, and the tokenizer files."""
+    from ktoforge_mlx.convert import to_peft
+    from ktoforge_mlx.lora import save_adapter
+
     mlx_dir = ctx.checkpoint_dir / "mlx_adapter"
-    save_adapter(model, params, mlx_dir)
+    save_adapter(run.loaded.model, run.lora, mlx_dir)
     with tarfile.open(ctx.output_dir / "mlx_adapter.tar", "w") as tar:
         for name in ("adapters.safetensors", "adapter_config.json"):
             tar.add(mlx_dir / name, arcname=name)
-    to_peft(mlx_dir, ctx.output_dir, job.model if not job.model.startswith("builtin:") else model_ref)
-    tokenizer._tokenizer.save_pretrained(str(ctx.output_dir))
-    resolved = {"job": job.model_dump(mode="json"), "model_path": str(model_dir), "backend": "mlx",
-                "rows": {"train": len(train_rows), "eval": len(eval_rows)}, "resolved_weights": weights,
-                "lora_parameters": params, "plan": {"max_steps": plan.max_steps,
-                                                    "steps_per_epoch": plan.steps_per_epoch}}
-    (ctx.output_dir / "job_config.json").write_text(json.dumps(resolved, indent=2, default=str))
+    source = run.loaded.source
+    to_peft(mlx_dir, ctx.output_dir, source.ref if source.kind == "builtin" else source.name)
+    run.loaded.tokenizer.save_pretrained(str(ctx.output_dir))
+
+
+BACKEND = TrainingBackend("mlx", load_model, prepare, run_loop)
+
+
+def train(ctx: JobContext) -> Outcome:
+    """The whole run of a job on this backend, chores included: what run_job and the tests call."""
+    return run_backend(BACKEND, ctx)

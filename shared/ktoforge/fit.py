@@ -21,17 +21,21 @@ c bytes per element of the compute dtype (4 for float32, 2 for bfloat16 under 4-
                   keeps nothing: its input gradient needs only its weight)
       per_layer = c * (4h + 3 n_h d + 2 n_kv d + 4i)    two RMSNorms (input, normalised input), attention
                   (q, k, v, its output, the o_proj input copy), the SwiGLU MLP (gate, up, act(gate), product)
+                + on MLX, c * n_h * s: the attention probabilities (MLX 0.32 has no fused attention backward)
                 + per LoRA target: 4r, plus (4 + 1) * in_features when lora_dropout > 0 (the dropped-out input
                   in float32 and its mask), or 4 * in_features when c != 4 (PEFT casts the input to float32)
-    logits      = LOGIT_COPIES * b * s * V * c_l              c_l = 4 (logits are taken to float32 for log-softmax)
-                  the policy's logits are kept for its backward while the no-grad passes (KL batch, reference
-                  of the batch and of the KL batch) each materialise theirs, one at a time, plus the
-                  log-softmax work buffer of the same size
+    logits      = LOGIT_COPIES[backend] * b * s * V * c_l     c_l = 4 (logits are taken to float32 for log-softmax)
+                  torch (3): the policy's logits are kept for its backward while the no-grad passes (KL batch,
+                  reference of the batch and of the KL batch) each materialise theirs, one at a time, plus the
+                  log-softmax work buffer of the same size;
+                  MLX (4): the gradient-free passes are evaluated and freed first; the gradient pass then holds
+                  the policy's logits, the log-softmax's gradient, the logits' gradient and one work buffer
     runtime     = the framework's own allocations (CUDA context, kernels, allocator slack), a fixed assumption
 
 The peak is the sum: the terms coexist at the end of the reference pass, just before backward. Unsloth's KTO
 patch computes log-probs in chunks and needs far less than the logits term: the estimate stays an upper bound.
-Checked against process peaks measured on CPU (tests/shared/test_fit.py) and the docs/fit.md figures.
+Checked against process peaks measured on CPU (tests/shared/test_fit.py for torch, tests/mlx/test_fit.py for MLX)
+and the docs/fit.md figures.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ MLX_4BIT_BYTES = 0.5 + 2 * 2 / 64  # mlx.nn.quantize: 4-bit codes, a float16 sca
 QUANT_BYTES: dict[str, float] = {"nf4": NF4_BYTES, "int8": 1.0, "bf16": 2.0, "fp32": 4.0}
 OPTIMIZER_BYTES: dict[str, int] = {"adamw_torch": 8, "adamw_torch_fused": 8, "paged_adamw_32bit": 8,
                                    "adamw_8bit": 2, "adamw_bnb_8bit": 2, "paged_adamw_8bit": 2}
-LOGIT_COPIES = 3.0  # policy kept + one no-grad pass + the log-softmax buffer (measured: tests/shared/test_fit.py)
+LOGIT_COPIES: dict[str, float] = {"torch": 3.0, "mlx": 4.0}  # batch-sized float32 logits arrays at the peak, per
+# backend (see above; measured: tests/shared/test_fit.py, tests/mlx/test_fit.py)
 RUNTIME_BYTES = {"cuda": int(0.5 * GB), "mlx": int(0.5 * GB), "cpu": 0}  # assumption, documented in docs/fit.md
 NEAR_FIT = 0.9  # a job using more than this share of a device's memory fits "only just": a warning
 
@@ -145,6 +150,8 @@ def layer_activation_bytes(shape: ModelShape, plan: TrainPlan) -> int:
     """Bytes one decoder layer keeps for backward, per token (see the module docstring)."""
     c, h, d = plan.compute_bytes, shape.hidden, shape.head_dim
     base = c * (4 * h + 3 * shape.heads * d + 2 * shape.kv_heads * d + 4 * shape.intermediate)
+    if plan.device == "mlx":  # MLX has no fused attention backward: each layer keeps its attention probabilities
+        base += c * shape.heads * plan.max_length
     dims, lora = shape.projections(), 0
     for target in plan.target_modules:
         if target not in dims:
@@ -168,6 +175,12 @@ def activation_bytes(shape: ModelShape, plan: TrainPlan) -> int:
     return sum(activation_terms(shape, plan))
 
 
+def logit_bytes(shape: ModelShape, plan: TrainPlan) -> int:
+    """The float32 logits arrays alive at the peak: the MLX worker (``device="mlx"``) holds one more than TRL."""
+    copies = LOGIT_COPIES["mlx" if plan.device == "mlx" else "torch"]
+    return int(copies * plan.batch * plan.max_length * shape.vocab * 4)
+
+
 def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
     """Peak memory of one KTO training step (the module docstring gives each term's formula)."""
     if plan.optim not in OPTIMIZER_BYTES:
@@ -175,8 +188,7 @@ def estimate(shape: ModelShape, plan: TrainPlan) -> Estimate:
     a = adapter_params(shape, plan)
     return Estimate(weights=weight_bytes(shape, plan), adapter=8 * a, optimizer=OPTIMIZER_BYTES[plan.optim] * a,
                     activations=activation_bytes(shape, plan),
-                    logits=int(LOGIT_COPIES * plan.batch * plan.max_length * shape.vocab * 4),
-                    runtime=RUNTIME_BYTES[plan.device])
+                    logits=logit_bytes(shape, plan), runtime=RUNTIME_BYTES[plan.device])
 
 
 def plan_of(hyperparameters: Hyperparameters, lora: LoraSettings, device_kind: str) -> TrainPlan:

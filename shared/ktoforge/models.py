@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,35 @@ def check_hub_size(model_id: str, siblings: Iterable[Any], max_gb: float) -> Non
     if max_gb and size > max_gb * GB:
         raise ModelError(f"{model_id} has {size / GB:.1f} GB of weights, over KTOFORGE_HUB_MAX_MODEL_GB="
                          f"{max_gb:g}; nothing was downloaded")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A job's model as the lifecycle resolved it for a backend: allowed, reachable, and where it lies."""
+
+    name: str  # as the job names it
+    kind: str  # 'builtin', 'local' or 'hub'
+    ref: str  # what transformers, Unsloth and mlx-lm load: a local folder, or the hub id
+    token: str | None = None  # KTOFORGE_HF_TOKEN, for a hub model
+
+    def local_dir(self, allow_patterns: list[str] | None = None) -> Path:
+        """A folder with the model's files: a hub model is fetched (``allow_patterns`` of it) into the HF cache
+        with the worker's token, so a backend that reads files (mlx-lm, tokenizer files) gets gated models too."""
+        if self.kind != "hub":
+            return Path(self.ref)
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(self.ref, token=self.token, allow_patterns=allow_patterns))
+
+
+def model_source(model: str, settings: Settings) -> ModelSource:
+    """Check and resolve a job's model for either backend: a hub model's access (gated, missing, no network,
+    over the size cap) is checked with KTOFORGE_HF_TOKEN before anything is downloaded; builtins are generated."""
+    token = settings.hf_token.get_secret_value() or None
+    kind = check_model(model, settings)
+    if kind == "hub":
+        check_hub_access(model, token, settings)
+    return ModelSource(model, kind, resolve(model, settings.model_cache_dir, settings), token)
 
 
 def tokenizer_dir(model: str, cache_dir: Path, settings: Settings | None = None) -> Path | None:

@@ -54,6 +54,12 @@ class Hyperparameters(BaseModel):
     lr_scheduler_type: Literal["cosine", "linear", "constant"] = Field("cosine", description="Learning-rate schedule.")
     logging_steps: int = Field(1, ge=1, le=10_000, description="Emit metrics every this many optimizer steps.")
     gradient_checkpointing: bool = Field(True, description="Trade compute for memory (needed for 7B on 8 GB).")
+    precompute_ref_log_probs: bool = Field(
+        False, description="TRL's precompute_ref_log_probs (torch worker only; a job placed on the mlx queue is "
+        "refused): the reference model's log-probabilities are computed once, over the whole dataset, before the "
+        "first step, and each step then skips the reference forward passes (about 30 % less time per step, "
+        "bench/precompute_ref.py). It pays for jobs of about one epoch or more; a short max_steps run pays the "
+        "pass over the whole dataset up front and saves little.")
     eval_fraction: float = Field(0.0, ge=0, lt=0.5, description="Share of rows held out (stratified) for evaluation.")
     optim: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit",
                    "paged_adamw_32bit"] = Field(
@@ -85,7 +91,10 @@ class LoraSettings(BaseModel):
 
     r: int = Field(16, ge=1, le=1024, description="Adapter rank.")
     lora_alpha: float = Field(16, gt=0, le=4096, description="Scaling numerator: the update is scaled by alpha / r.")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input during training.")
+    lora_dropout: float = Field(
+        0.05, ge=0, lt=1, description="Dropout on the adapter input during training (the base model's own dropout "
+        "stays off, as TRL's KTOTrainer wants). The MLX worker drops it under gradient_checkpointing: MLX's "
+        "recompute would draw a second mask.")
     target_modules: list[ModuleName] = Field(
         default_factory=lambda: list(LORA_TARGETS), min_length=1,
         description="Linear layers that get an adapter (names of at most 128 characters; how many: "

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
         True, description="Workers also send each checkpoint to the API, so a job whose worker is gone for good "
         "resumes on any worker of its queue (another machine too), not only where the checkpoint was written.",
     )
+    keep_checkpoints: int = Field(
+        2, ge=1, le=1000, description="Checkpoints a worker keeps on its disk per job, the newest (both backends): "
+        "older ones are deleted as each new one is saved. A job's worker folder goes once its artifacts are uploaded.",
+    )
     max_attempts: int = Field(3, description="Deliveries of one job before the reaper fails it for good.")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (closed by default).")
     hf_token: SecretStr = Field(SecretStr(""), description="Hugging Face token workers use for gated models.")

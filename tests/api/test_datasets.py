@@ -68,6 +68,15 @@ def test_non_utf8_is_rejected_naming_the_line(client: TestClient, tmp_path: Path
     assert "line 2" in json.dumps(r.json()["detail"])
 
 
+
+def test_half_a_surrogate_pair_is_rejected_naming_the_line(client: TestClient, tmp_path: Path):
+    """JSON can escape half a UTF-16 pair ("\\ud800"); Python's parser accepts it, nothing can encode it (was a 500)."""
+    path = tmp_path / "surrogate.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + json.dumps(GOOD).replace("hi", "hi \\ud800") + "\n")
+    r = upload(client, path)
+    assert r.status_code == 422, r.text
+    assert "line 2" in json.dumps(r.json()["detail"]) and "surrogate" in r.text
+
 def test_empty_file_is_rejected(client: TestClient, tmp_path: Path):
     path = tmp_path / "empty.jsonl"
     path.write_text("\n")

@@ -92,3 +92,21 @@ def test_presets_list_their_estimate(client) -> None:
     assert client.get("/v1/presets", params={"model": "someone/unknown"}).status_code == 422
     bad = client.post("/v1/jobs", json={"dataset_id": "0" * 64, "preset": "nope"})
     assert bad.status_code == 422 and "unknown preset 'nope'" in bad.text
+
+
+def test_precompute_ref_log_probs_is_refused_on_the_mlx_queue_and_queued_on_cuda(client, dataset_id) -> None:
+    """TRL's option has no MLX counterpart: a job that would train on the mlx queue is refused at submit, with
+    the field named, whether the body chose the queue or "auto" placed it there."""
+    option = {"hyperparameters": {"precompute_ref_log_probs": True}}
+    for backend in ("mlx", "auto"):
+        if backend == "auto":
+            announce("mlx", "mlx@mac", MAC)
+        refused = submit(client, dataset_id, model="builtin:tiny-mistral", backend=backend, **option)
+        assert refused["http"] == 422, refused
+        (error,) = refused["detail"]
+        assert error["loc"] == ["body", "hyperparameters", "precompute_ref_log_probs"]
+        assert "mlx" in error["msg"] and "backend 'cuda'" in error["msg"]
+    queued = submit(client, dataset_id, model="builtin:tiny-mistral", backend="cuda", **option)
+    assert queued["http"] == 201 and queued["hyperparameters"]["precompute_ref_log_probs"] is True
+    plain = submit(client, dataset_id, model="builtin:tiny-mistral", backend="mlx")
+    assert plain["http"] == 201 and plain["hyperparameters"]["precompute_ref_log_probs"] is False

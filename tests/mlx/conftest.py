@@ -51,7 +51,8 @@ def copy_lora(peft_model: Any, mlx_model: Any) -> None:
 
 def make_pair(dataset: Path, model_dir: Path, out: Path, loss_type: str = "kto", warm_steps: int = 0,
               **kto_kwargs: Any) -> Pair:
-    """``warm_steps`` of TRL training first (lr 5e-2) move the policy where the KL estimate is positive."""
+    """``warm_steps`` of TRL training first (lr 5e-2) move the policy where the KL estimate is positive.
+    ``kto_kwargs`` are KTOConfig's, over the defaults below; our rows follow its batch size and max_length."""
     import mlx_lm
     import torch
     from peft import LoraConfig
@@ -65,9 +66,10 @@ def make_pair(dataset: Path, model_dir: Path, out: Path, loss_type: str = "kto",
     examples, rows = texts(dataset, model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    args = KTOConfig(output_dir=str(out), bf16=False, use_cpu=True, report_to=[], per_device_train_batch_size=BATCH,
-                     max_length=MAX_LENGTH, loss_type=loss_type, gradient_checkpointing=False,
-                     lr_scheduler_type="constant", logging_steps=1, save_strategy="no", seed=0, **kto_kwargs)
+    args = KTOConfig(**{"output_dir": str(out), "bf16": False, "use_cpu": True, "report_to": [],
+                        "per_device_train_batch_size": BATCH, "max_length": MAX_LENGTH, "loss_type": loss_type,
+                        "gradient_checkpointing": False, "lr_scheduler_type": "constant", "logging_steps": 1,
+                        "save_strategy": "no", "seed": 0, **kto_kwargs})
     trainer = KTOTrainer(model=base, args=args, train_dataset=rows, processing_class=tokenizer,
                          peft_config=LoraConfig(target_modules=list(LORA_TARGETS), **LORA))
     torch.manual_seed(1)
@@ -85,8 +87,9 @@ def make_pair(dataset: Path, model_dir: Path, out: Path, loss_type: str = "kto",
     copy_lora(trainer.model, mlx_model)
     from ktoforge.dataset import ChatTemplate
 
-    encode = lambda text: mlx_tok._tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
-    mlx_rows = build_rows(examples, ChatTemplate.from_dir(model_dir), encode, MAX_LENGTH, BATCH,
+    encode = lambda text: mlx_tok.encode(text, add_special_tokens=False)  # noqa: E731
+    mlx_rows = build_rows(examples, ChatTemplate.from_dir(model_dir), encode, args.max_length,
+                          args.per_device_train_batch_size,
                           with_kl=loss_type != "apo_zero_unpaired")
     return Pair(trainer, mlx_model, mlx_rows, params)
 

@@ -43,7 +43,7 @@ def test_merged_mlx_adapter_equals_mlx_base_plus_adapter(tiny_model_dir: Path, t
     from transformers import AutoModelForCausalLM
 
     model, tokenizer = mlx_adapter(tiny_model_dir, tmp_path)
-    ids = tokenizer._tokenizer(PROMPT)["input_ids"]
+    ids = tokenizer.encode(PROMPT)
     expected = np.array(model(mx.array([ids])).astype(mx.float32))
     merged_dir = merge(tiny_model_dir, tmp_path / "peft", tmp_path / "merged")
     merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32)
@@ -78,5 +78,5 @@ def test_export_mlx_format_fuses_a_jobs_adapter_tar(tiny_model_dir: Path, tmp_pa
             tar.add(tmp_path / "mlx" / name, arcname=name)
     fused_dir = write_mlx(tiny_model_dir, job_dir, tmp_path / "out")
     fused, _ = mlx_lm.load(str(fused_dir))
-    ids = mx.array([tokenizer._tokenizer(PROMPT)["input_ids"]])
+    ids = mx.array([tokenizer.encode(PROMPT)])
     np.testing.assert_allclose(np.array(fused(ids)), np.array(model(ids)), rtol=1e-4, atol=1e-4)

@@ -51,3 +51,33 @@ def test_reference_is_the_base_and_lora_trains(tiny_model_dir, quantize: bool) -
     flat = dict(tree_flatten(grads))
     assert flat and all(k.endswith(("lora_a", "lora_b")) for k in flat)  # the (quantized) base stays frozen
     assert np.isfinite(loss.item()) and max(float(mx.abs(g).max()) for g in flat.values()) > 0
+
+
+def test_lora_dropout_is_the_jobs_in_training_only(tiny_model_dir) -> None:
+    """The job's lora_dropout reaches mlx-lm: two training forwards differ, eval and the reference see none,
+    and with gradient checkpointing it is off (its recompute would draw other masks: wrong gradients)."""
+    import mlx.core as mx
+    import mlx_lm
+
+    from ktoforge.schemas import LoraSettings
+    from ktoforge_mlx.kto import lora_disabled
+    from ktoforge_mlx.lora import add_lora, lora_parameters
+    from ktoforge_mlx.trainer import enable_grad_checkpointing
+
+    model, _ = mlx_lm.load(str(tiny_model_dir))
+    params = lora_parameters(model, LoraSettings(r=4, lora_alpha=8, lora_dropout=0.5))
+    assert params["dropout"] == 0.5
+    add_lora(model, params)
+    for _, m in model.named_modules():
+        if hasattr(m, "lora_b"):
+            m.lora_b = mx.random.normal(m.lora_b.shape) * 0.05
+    ids = mx.array([[1, 3, 40, 41, 4, 50, 51, 2]])
+    model.train()
+    assert np.abs(np.array(model(ids)) - np.array(model(ids))).max() > 1e-4
+    with lora_disabled(model):
+        np.testing.assert_array_equal(np.array(model(ids)), np.array(model(ids)))
+    model.eval()
+    np.testing.assert_array_equal(np.array(model(ids)), np.array(model(ids)))
+    model.train()
+    enable_grad_checkpointing(model)
+    np.testing.assert_array_equal(np.array(model(ids)), np.array(model(ids)))

@@ -1,4 +1,5 @@
-"""Our MLX KTO against TRL's own KTOTrainer: same weights, same LoRA, same batch → same numbers."""
+"""Our MLX KTO against TRL's own KTOTrainer: same weights, same LoRA, same batch → same numbers, and the same logs
+under the settings jobs use (cosine with warmup, a partial accumulation window, logging_steps > 1, truncation)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import pytest
 from tests.mlx.conftest import BATCH, MAX_LENGTH
 
 pytest.importorskip("trl")
+
+# TRL's per-batch metrics that both compute from logits and log-probabilities (relative tolerance: float32 rounding).
+LOGGED = ("kl", "entropy", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected", "logits/chosen",
+          "logits/rejected")
 
 
 def trl_first_batch(trainer):
@@ -60,7 +65,8 @@ def test_first_batch_equals_trl(pair_factory, loss_type: str) -> None:
     metrics = batch_metrics(loss.item(), {k: v.item() for k, v in aux.items()})
 
     assert abs(metrics["loss"] - trl_loss) <= 1e-4
-    for key in ("kl", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected"):
+    assert set(trl_metrics) - {"num_tokens"} == set(metrics) - {"loss"}  # TRL's names, loss apart (transformers')
+    for key in LOGGED:
         assert abs(metrics[key] - trl_metrics[key]) <= 1e-4 * max(1.0, abs(trl_metrics[key])), key
     # the difference of two values each within 1e-4
     assert abs(metrics["rewards/margins"] - trl_metrics["rewards/margins"]) <= 2e-4
@@ -74,8 +80,6 @@ def test_first_batch_equals_trl(pair_factory, loss_type: str) -> None:
 
 def test_ten_adam_steps_equal_trl(pair_factory) -> None:
     """TRL's trainer.train() and ours, 10 AdamW steps with accumulation and clipping: same LoRA weights."""
-    from mlx.utils import tree_flatten
-
     from ktoforge_mlx.data import batches, collate
     from ktoforge_mlx.kto import KTOSettings
     from ktoforge_mlx.trainer import Plan, make_optimizer, train
@@ -91,11 +95,28 @@ def test_ten_adam_steps_equal_trl(pair_factory) -> None:
 
     assert steps == 10 and len(logs) == len(trl_logs) == 10
     for ours, theirs in zip(logs, trl_logs):
-        for key in ("kl", "rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected"):
-            assert abs(ours[key] - theirs[key]) <= 1e-3 * max(1.0, abs(theirs[key])), (key, ours, theirs)
-        assert abs(ours["loss"] - theirs["loss"]) <= 1e-3
-        assert abs(ours["grad_norm"] - theirs["grad_norm"]) <= 1e-3 * max(1.0, theirs["grad_norm"])
-        assert ours["epoch"] == theirs["epoch"]
+        assert_log_equal(ours, theirs)
+    assert_same_lora(pair)
+    assert logs[-1]["kl"] >= 0
+
+
+def assert_log_equal(ours: dict, theirs: dict, prefix: str = "") -> None:
+    """One log of ours against TRL's: its names (ours may add some), its values within float32 rounding, and
+    transformers' step, epoch and learning rate exactly."""
+    assert set(theirs) <= set(ours), set(theirs) - set(ours)
+    for key in (*LOGGED, "loss", "grad_norm"):
+        if f"{prefix}{key}" in theirs:
+            mine, trl = ours[f"{prefix}{key}"], theirs[f"{prefix}{key}"]
+            assert abs(mine - trl) <= 1e-3 * max(1.0, abs(trl)), (prefix + key, ours, theirs)
+    for key in ("step", "epoch", "learning_rate", f"{prefix}num_tokens"):
+        if key in theirs:
+            assert ours[key] == theirs[key], (key, ours, theirs)
+
+
+def assert_same_lora(pair) -> None:
+    """After training, our LoRA weights are TRL's (and they moved)."""
+    from mlx.utils import tree_flatten
+
     flat = dict(tree_flatten(pair.mlx_model.trainable_parameters()))
     moved = 0.0
     for name, p in pair.trainer.model.named_parameters():
@@ -104,4 +125,46 @@ def test_ten_adam_steps_equal_trl(pair_factory) -> None:
             ours = np.array(flat[f"{module}.lora_{rest[0].lower()}"]).T
             np.testing.assert_allclose(ours, p.detach().numpy(), atol=1e-3, err_msg=name)
             moved = max(moved, float(np.abs(ours).max()))
-    assert logs[-1]["kl"] >= 0 and moved > 0
+    assert moved > 0
+
+
+# The job's defaults where they matter (cosine, 10 % warmup, accumulation over a partial last window) and
+# logging_steps > 1: 7 rows (the 8th's prompt fills max_length) in batches of 2 are 4 batches an epoch, so
+# accumulating 3 makes windows of 3 and 1 batches; max_length 48 truncates every row that is left.
+JOB_DEFAULTS = {"lr_scheduler_type": "cosine", "warmup_steps": 0.1, "gradient_accumulation_steps": 3,
+                "logging_steps": 3, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
+                "max_length": 48, "max_steps": 10, "learning_rate": 1e-2, "beta": 0.1}
+
+
+@pytest.mark.parametrize("loss_type", ["kto", "apo_zero_unpaired"])
+def test_job_defaults_equal_trl(pair_factory, loss_type: str) -> None:
+    """Every log TRL writes in 10 steps (steps 3, 6 and 9), and its evaluation at the end, equal ours: epoch
+    counted in micro-batches (1.75 at step 3, not 1.5), loss as the mean of per-step means, learning rates."""
+    from ktoforge_mlx.data import batches, collate
+    from ktoforge_mlx.kto import KTOSettings
+    from ktoforge_mlx.trainer import Plan, make_optimizer, train
+
+    pair = pair_factory(loss_type=loss_type, **JOB_DEFAULTS)
+    length = JOB_DEFAULTS["max_length"]
+    assert len(pair.mlx_rows) == len(pair.trainer.train_dataset) == 7
+    assert all(len(r.prompt_ids) + len(r.completion_ids) > length for r in pair.mlx_rows)  # all truncated
+    pair.trainer.train()
+    pair.trainer.evaluate(eval_dataset=pair.trainer.train_dataset)
+    trl_logs = [h for h in pair.trainer.state.log_history if "loss" in h and "train_loss" not in h]
+    trl_eval = pair.trainer.state.log_history[-1]
+
+    chunks = [collate(b, pad_id=0, max_length=length) for b in batches(pair.mlx_rows, 2)]
+    plan = Plan.of(len(chunks), 3, epochs=1.0, max_steps=10, learning_rate=1e-2, lr_scheduler_type="cosine",
+                   warmup_ratio=0.1, logging_steps=3, save_steps=100)
+    logs: list[dict] = []
+    train(pair.mlx_model, make_optimizer(plan), chunks.__getitem__, KTOSettings(beta=0.1, loss_type=loss_type),
+          plan, logs.append, eval_batches=chunks)
+
+    assert [h["step"] for h in trl_logs] == [3, 6, 9] and trl_logs[0]["epoch"] == 1.75
+    train_logs = [m for m in logs if "loss" in m]
+    assert [m["step"] for m in train_logs] == [3, 6, 9, 10]  # ours logs the last step too
+    for ours, theirs in zip(train_logs, trl_logs):
+        assert_log_equal(ours, theirs)
+    assert_log_equal(logs[-1], trl_eval, prefix="eval_")
+    assert "eval_loss" in trl_eval and logs[-1]["step"] == 10
+    assert_same_lora(pair)

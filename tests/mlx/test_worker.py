@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -34,6 +35,8 @@ def test_job_trains_without_torch_and_its_peft_adapter_gives_the_mlx_logits(make
     for name in ("adapter_model.safetensors", "adapter_config.json", "mlx_adapter.tar", "metrics.jsonl",
                  "job_config.json", "tokenizer.json"):
         assert (out / name).is_file(), name
+    config = json.loads((out / "job_config.json").read_text())  # the lifecycle's shape, as on torch
+    assert (config["backend"], config["rows"]["train"], config["mlx"]["plan"]["max_steps"]) == ("mlx", 8, 3)
 
     import mlx.core as mx
     import mlx_lm
@@ -113,3 +116,31 @@ def test_quantization_applies_to_the_base_and_a_4bit_job_trains(make_job, tiny_m
     losses = [m["loss"] for m in store.iter_metrics(job_id)]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
     assert (root / "output" / "adapter_model.safetensors").is_file()
+
+
+def logged_values(root: Path) -> list[dict]:
+    """metrics.jsonl without what measures time (eta_s, tokens_per_s, eval_runtime, ...)."""
+    rows = [json.loads(line) for line in (root / "output" / "metrics.jsonl").read_text().splitlines()]
+    timing = lambda key: key == "eta_s" or key.endswith(("_runtime", "_per_second", "_per_s"))  # noqa: E731
+    return [{k: v for k, v in row.items() if not timing(k)} for row in rows]
+
+
+def test_two_jobs_with_the_same_seed_report_identical_metrics(make_job) -> None:
+    """LoRA's initialisation and its dropout (the job's default 0.05) both drawn from the job's seed.
+
+    Without gradient checkpointing, so that the dropout is on (with it, the MLX backend trains the adapters
+    without dropout: see trainer.enable_grad_checkpointing)."""
+    from ktoforge_mlx.worker import train
+
+    runs = []
+    for name in ("first", "second"):
+        store, job_id, dataset, root = make_job(name, eval_fraction=0.25, save_steps=2, gradient_checkpointing=False)
+        train(context(store, job_id, dataset, root))
+        runs.append(logged_values(root))
+    assert [m["step"] for m in runs[0]] == [1, 2, 2, 3, 3]  # evals at save_steps and at the end
+    assert runs[0] == runs[1]
+
+
+def test_the_mac_worker_uses_public_mlx_lm_apis_only() -> None:
+    source = (ROOT_DIR / "native-mac" / "ktoforge_mlx" / "worker.py").read_text()
+    assert "_download" not in source and "._tokenizer" not in source

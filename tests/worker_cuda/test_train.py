@@ -24,6 +24,8 @@ def test_train_writes_a_peft_adapter_that_changes_logits(make_ctx, tiny_model_di
             "job_config.json"} <= files
     resolved = json.loads((ctx.output_dir / "job_config.json").read_text())
     assert resolved["resolved_weights"] == {"desirable_weight": 1.0, "undesirable_weight": 1.0}
+    assert (resolved["backend"], resolved["rows"], resolved["cuda"]["kto_config"]["max_steps"]) == (
+        "cuda", {"train": 16, "eval": 0}, 3)
     metrics = [e.data for e in ctx.store.events(ctx.job.id, None, 100) if e.type == "metrics" and "loss" in e.data]
     assert [m["step"] for m in metrics] == [1, 2, 3]
     assert TRL_METRICS <= set(metrics[0]) and metrics[-1]["max_steps"] == 3
@@ -82,11 +84,11 @@ def test_resume_continues_from_last_checkpoint(make_ctx, loss_type):
 
 def test_auto_weights_balance_an_unbalanced_dataset(make_ctx):
     ctx = make_ctx(n_rows=12, n_undesirable=4)  # 3:1 desirable
-    trainer, _, resolved = build_trainer(ctx)
+    trainer, _, prepared = build_trainer(ctx)
     w_d, w_u = trainer.args.desirable_weight, trainer.args.undesirable_weight
-    assert resolved["resolved_weights"] == {"desirable_weight": w_d, "undesirable_weight": w_u}
+    assert prepared.weights == {"desirable_weight": w_d, "undesirable_weight": w_u}
     assert 1 <= w_d * 12 / (w_u * 4) <= 4 / 3
-    assert resolved["kto_config"]["undesirable_weight"] == w_u
+    assert prepared.config["kto_config"]["undesirable_weight"] == w_u
 
 
 @pytest.mark.parametrize("field, value", [("quantization", "nf4"), ("quantization", "int8"), ("optim", "adamw_8bit")])
@@ -103,3 +105,42 @@ def test_bf16_weights_train_on_the_cpu(make_ctx):
     assert {p.dtype for n, p in trainer.model.named_parameters() if "lora_" not in n} == {torch.bfloat16}
     trainer.train()
     assert trainer.state.global_step == 1
+
+
+def logged_values(ctx) -> list[dict]:
+    """metrics.jsonl without what measures time (eta_s, train_runtime, eval_samples_per_second, ...)."""
+    rows = [json.loads(line) for line in (ctx.output_dir / "metrics.jsonl").read_text().splitlines()]
+    timing = lambda key: key == "eta_s" or key.endswith(("_runtime", "_per_second"))  # noqa: E731
+    return [{k: v for k, v in row.items() if not timing(k)} for row in rows]
+
+
+def test_two_jobs_with_the_same_seed_report_identical_metrics(make_ctx, tmp_path):
+    """LoRA's initialisation included (PEFT makes it inside KTOTrainer.__init__, before the Trainer seeds), and
+    with the job's default lora_dropout of 0.05 active."""
+    first = make_ctx(max_steps=3, eval_fraction=0.25)
+    train(first)
+    (tmp_path / "job").rename(tmp_path / "first")  # make_ctx's next job gets the same folder names
+    first.output_dir = tmp_path / "first" / "output"
+    second = make_ctx(max_steps=3, eval_fraction=0.25)
+    train(second)
+    ours, again = logged_values(first), logged_values(second)
+    assert [m["step"] for m in ours] == [1, 2, 2, 3, 3, 3]  # 3 logs, evals at save_steps=2 and the end, summary
+    assert ours == again
+
+
+def test_lora_dropout_is_the_jobs_and_every_other_dropout_is_off(make_ctx):
+    ctx = make_ctx(lora={"lora_dropout": 0.1}, max_steps=1)
+    trainer, _, _ = build_trainer(ctx)
+    lora = {n: m.p for n, m in trainer.model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_dropout" in n}
+    others = {n: m.p for n, m in trainer.model.named_modules() if isinstance(m, torch.nn.Dropout) and n not in lora}
+    assert len(lora) == 14 and set(lora.values()) == {0.1}  # 7 projections x 2 blocks
+    assert set(others.values()) <= {0.0}
+    trainer.train()  # and it trains with it
+    assert trainer.state.global_step == 1
+
+
+@pytest.mark.parametrize("max_steps, evaluated", [(3, [2, 3]), (4, [2, 4])])  # 4: not evaluated twice
+def test_eval_runs_every_save_steps_and_once_at_the_end(make_ctx, max_steps, evaluated):
+    ctx = make_ctx(max_steps=max_steps, save_steps=2, eval_fraction=0.25)
+    train(ctx)
+    assert [m["step"] for m in ctx.store.iter_metrics(ctx.job.id) if "eval_loss" in m] == evaluated

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import redis
 from celery import Celery
@@ -23,6 +24,7 @@ from ktoforge_api.storage import Storage
 _bearer = HTTPBearer(auto_error=False)
 PROBE_TIMEOUT_S = 1.0
 PROBE_CONNECTIONS = 8  # /readyz calls beyond this wait (at most PROBE_TIMEOUT_S) for one of these connections
+T = TypeVar("T")
 
 
 @lru_cache
@@ -53,14 +55,28 @@ def get_storage() -> Storage:
     return Storage(get_settings().data_dir)
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[JobStore, Depends(get_store)]
-ProbeDep = Annotated[JobStore, Depends(get_probe)]
-CeleryDep = Annotated[Celery, Depends(get_celery)]
+def on_loop(getter: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    """A cached getter as an ``async`` dependency, which FastAPI calls on the event loop.
+
+    FastAPI runs every plain ``def`` dependency in its threadpool: one hand-off to a thread and back per
+    dependency per request. ``GET /v1/jobs/{id}`` made six (settings, auth, store, job, route, answer check);
+    under load the event loop spent its time passing work and the GIL to threads (bench/profiles/). Getters that
+    return a cached object need no thread.
+    """
+    async def dependency() -> T:
+        return getter()  # looked up on each call: tests that clear the caches get fresh objects
+    return dependency
+
+
+SettingsDep = Annotated[Settings, Depends(on_loop(get_settings))]
+StoreDep = Annotated[JobStore, Depends(on_loop(get_store))]
+ProbeDep = Annotated[JobStore, Depends(on_loop(get_probe))]
+CeleryDep = Annotated[Celery, Depends(on_loop(get_celery))]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
+# The checks below are async, like on_loop's getters: no I/O, so no reason to hand them to a thread.
 def _check(credentials: HTTPAuthorizationCredentials | None, secret: str, what: str) -> None:
     # compare_digest: the time taken does not leak how much of a guessed key was right.
     given = credentials.credentials.encode() if credentials else b""
@@ -69,11 +85,11 @@ def _check(credentials: HTTPAuthorizationCredentials | None, secret: str, what: 
                             headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_user(credentials: Credentials, settings: SettingsDep) -> None:
+async def require_user(credentials: Credentials, settings: SettingsDep) -> None:
     _check(credentials, settings.api_key.get_secret_value(), "API key")
 
 
-def is_user(credentials: Credentials, settings: SettingsDep) -> bool:
+async def is_user(credentials: Credentials, settings: SettingsDep) -> bool:
     """For routes open to anyone that tell a key holder more (/readyz): True when the user key was sent."""
     try:
         _check(credentials, settings.api_key.get_secret_value(), "API key")
@@ -85,13 +101,14 @@ def is_user(credentials: Credentials, settings: SettingsDep) -> bool:
 IsUserDep = Annotated[bool, Depends(is_user)]
 
 
-def require_worker(credentials: Credentials, settings: SettingsDep) -> None:
+async def require_worker(credentials: Credentials, settings: SettingsDep) -> None:
     """Worker-only routes take the worker token, never the user key: users cannot forge artifacts."""
     _check(credentials, settings.worker_token.get_secret_value(), "worker token")
 
 
 def load_job(job_id: str, store: StoreDep) -> Job:
-    """The job a route's ``{job_id}`` names, or 404."""
+    """The job a route's ``{job_id}`` names, or 404. A plain ``def``, the one thread hand-off of a read: its Redis
+    call must not block the event loop (a Redis restart holds it for up to ~30 s of retries)."""
     try:
         return store.get(job_id)
     except JobNotFound:
@@ -101,7 +118,7 @@ def load_job(job_id: str, store: StoreDep) -> Job:
 JobDep = Annotated[Job, Depends(load_job)]
 
 
-def stored_job(job: JobDep) -> Job:
+async def stored_job(job: JobDep) -> Job:
     """A job whose id may name its folders: a record planted in Redis under a key like ``..`` is not found."""
     if not is_job_id(job.id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="job not found")

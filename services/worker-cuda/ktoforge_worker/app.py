@@ -7,6 +7,7 @@ the parent (never touching torch) stays responsive to Flower, ping and revoke.
 
 from __future__ import annotations
 
+from ktoforge.backend import Outcome
 from ktoforge.evaluation.records import EVAL_TASK
 from ktoforge.lifecycle import JobContext, run_job
 from ktoforge.queue import TRAIN_TASK, make_celery
@@ -14,12 +15,12 @@ from ktoforge.queue import TRAIN_TASK, make_celery
 celery_app = make_celery()
 
 
-def _train(ctx: JobContext) -> None:
+def _train(ctx: JobContext) -> Outcome:
     """The torch backend, imported only once the job is marked running: the seconds torch, transformers and TRL
     take to import are then part of the run, not of the wait between submit and running."""
     from ktoforge_worker.train import train  # heavy imports happen here, in the child
 
-    train(ctx)
+    return train(ctx)
 
 
 @celery_app.task(name=TRAIN_TASK, bind=True)

@@ -1,11 +1,10 @@
-"""The TrainerCallback that connects TRL to the job: metrics out as events, cancel in, every step;
-each checkpoint handed to the job once the Trainer has written it whole."""
+"""The TrainerCallback that connects TRL to the job: metrics out (the lifecycle writes and streams them),
+cancel and lost lease in, every step (no save or evaluation after a stop); each checkpoint handed to the
+lifecycle once the Trainer has written it whole."""
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -14,11 +13,14 @@ from ktoforge.lifecycle import JobContext
 
 
 class JobCallback(TrainerCallback):
-    """Streams each log (TRL's metric names + step, max_steps, eta_s) and stops on cancel."""
+    """Streams each log (TRL's metric names + step, max_steps, eta_s) and stops when the job says so.
 
-    def __init__(self, ctx: JobContext, metrics_file: Path) -> None:
+    The evaluation policy both backends share (every ``save_steps``, and once at the end of a completed run,
+    not after a stop) is transformers' own with ``eval_steps=save_steps``: its flow callback (5.17) adds the
+    last step's evaluation unless that step is an eval step already; this one only cancels it at a stop."""
+
+    def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
-        self.metrics_file = metrics_file
         self.started: tuple[float, int] | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -32,15 +34,13 @@ class JobCallback(TrainerCallback):
         done = state.global_step - step0
         if done > 0:
             metrics["eta_s"] = round((time.time() - t0) / done * (state.max_steps - state.global_step), 1)
-        with self.metrics_file.open("a") as fh:
-            fh.write(json.dumps(metrics) + "\n")
         self.ctx.report(metrics)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        step = state.global_step
-        self.ctx.checkpoint_saved(Path(args.output_dir) / f"checkpoint-{step}", step)
+        self.ctx.checkpoint_saved(self.ctx.checkpoint_path(state.global_step), state.global_step)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Runs after transformers' own flow callback, so it can cancel the save and evaluation it decided."""
         if self.ctx.should_stop():
             control.should_training_stop = True
-            control.should_save = False
+            control.should_save = control.should_evaluate = False

@@ -46,15 +46,9 @@ def import_unsloth_first(settings: Settings) -> bool:
     return True
 
 
-def tokenizer_files(model: str, settings: Settings) -> Path:
-    """A local folder with the tokenizer and chat template (downloaded from the hub for hub ids)."""
-    path = Path(model)
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(model, token=settings.hf_token.get_secret_value() or None,
-                                  allow_patterns=["*.json", "*.jinja", "tokenizer*"]))
+# What TRL's data preparation reads of a model (tokenizer and chat template): a hub model's weights are not
+# fetched for it (transformers downloads those itself when it loads the model).
+TOKENIZER_FILES = ["*.json", "*.jinja", "tokenizer*"]
 
 
 def check_precision(hp: Hyperparameters, cuda: bool) -> None:
@@ -117,3 +111,23 @@ def load(model: str, job: Job, settings: Settings, use_unsloth: bool) -> tuple[A
     config = LoraConfig(r=lora.r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
                         target_modules=lora.target_modules, bias="none", task_type="CAUSAL_LM")
     return base, tokenizer, config
+
+
+def restore_lora_dropout(model: Any, p: float) -> int:
+    """Give PEFT's LoRA dropout modules back the job's ``lora_dropout``; the number of modules set.
+
+    TRL's KTOTrainer sets ``p = 0`` on every ``nn.Dropout`` of the model (``disable_dropout=True``: the base
+    model's dropout would make policy and reference log-probs differ by noise), which silences LoRA's own
+    dropout on the adapter input too. That one only acts on the adapter path (the reference is the model with
+    the adapter disabled), so it gets its p back and the base model's dropout stays off."""
+    import torch.nn as nn
+
+    restored = 0
+    for module in model.modules():
+        dropouts = getattr(module, "lora_dropout", None)
+        if isinstance(dropouts, nn.ModuleDict):
+            for dropout in dropouts.values():
+                if isinstance(dropout, nn.Dropout):  # nn.Identity where the adapter was made with p = 0
+                    dropout.p = p
+                    restored += 1
+    return restored

@@ -17,6 +17,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 Message = dict[str, Any]
 ROLES = {"system", "user", "assistant", "tool"}
 FORMATS = ("conversations", "trl_standard", "trl_conversational", "openai")
@@ -80,17 +82,42 @@ def _text(content: Any, where: str) -> str:
 
 
 TOOL_CALL = re.compile(r"tool_call:\s*(\S+)\s*\narguments:\s*")
+_DECODER = json.JSONDecoder()
 
 
 def invalid_tool_args(text: str) -> int:
-    """Tool calls in ``text`` (reference form) whose arguments are not one valid JSON value."""
-    decoder, bad = json.JSONDecoder(), 0
-    for match in TOOL_CALL.finditer(text):
-        try:
-            decoder.raw_decode(text[match.end():])
-        except json.JSONDecodeError:
+    """Tool calls in ``text`` (reference form) whose arguments are not one valid JSON value.
+
+    The same matches as ``TOOL_CALL.finditer``, found faster: the regex is tried only where ``str.find`` sees
+    its literal start.
+    """
+    bad, pos = 0, text.find("tool_call:")
+    while pos >= 0:
+        match = TOOL_CALL.match(text, pos)
+        if match and not _valid_json_prefix(text, match.end()):
             bad += 1
+        pos = text.find("tool_call:", match.end() if match else pos + 1)
     return bad
+
+
+def _valid_json_prefix(text: str, start: int) -> bool:
+    """Whether one JSON value starts at ``start`` (what ``raw_decode`` accepts; text may follow it).
+
+    Arguments written the reference way are one line: when the rest of that line is a whole value for orjson,
+    which accepts nothing the standard library refuses, it is valid; otherwise the standard library decides,
+    in place (no copy of the rest of the text).
+    """
+    end = text.find("\n", start)
+    try:
+        orjson.loads(text[start:] if end < 0 else text[start:end])
+        return True
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        _DECODER.raw_decode(text, start)
+        return True
+    except json.JSONDecodeError:
+        return False
 
 
 def render_tool_call(call: Any, where: str) -> str:
