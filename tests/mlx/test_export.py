@@ -34,6 +34,7 @@ def mlx_adapter(base_dir: Path, out: Path) -> tuple[object, object]:
     update = [(k, mx.random.normal(v.shape) * 0.5) for k, v in tree_flatten(model.trainable_parameters())
               if k.endswith("lora_b")]
     model.load_weights(update, strict=False)
+    model.eval()  # LoRA dropout (the job's default 0.05) is for training; the comparisons are inference
     save_adapter(model, params, out / "mlx")
     to_peft(out / "mlx", out / "peft", str(base_dir))
     return model, tokenizer
