@@ -27,6 +27,7 @@ from tests.system import events, start_system, stop_system, upload, wait_status
 
 HP = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 192,
       "gradient_checkpointing": False, "logging_steps": 10, "learning_rate": 1e-4}
+LORA = {"lora_dropout": 0.0}  # the same adapter settings on both paths: a like-for-like ratio
 
 DIRECT = """
 import sys, time
@@ -40,7 +41,7 @@ from ktoforge_worker.train import train
 hp = eval(sys.argv[2])
 settings = get_settings()
 store = JobStore.from_url(settings.redis_url)
-job, _ = store.create(JobCreate(dataset_id="0" * 64, hyperparameters=hp))
+job, _ = store.create(JobCreate(dataset_id="0" * 64, hyperparameters=hp, lora=eval(sys.argv[4])))
 store.transition(job.id, JobStatus.running)
 root = Path(sys.argv[3])
 ctx = JobContext(store.get(job.id), store, settings, Path(sys.argv[1]), root / "output", root / "checkpoints")
@@ -54,7 +55,7 @@ assert (ctx.output_dir / "adapter_model.safetensors").exists()
 def direct_run(env: dict[str, str], dataset: Path, hp: dict, folder: Path) -> float:
     """Wall time of a fresh process that trains the job through the backend's train function alone."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", DIRECT, str(dataset), repr(hp), str(folder)], env=env, check=True,
+    subprocess.run([sys.executable, "-c", DIRECT, str(dataset), repr(hp), str(folder), repr(LORA)], env=env, check=True,
                    cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
@@ -63,7 +64,7 @@ def system_run(client, dataset_id: str, hp: dict) -> tuple[float, dict[str, floa
     """Submit → succeeded through the API, and the phases of that wall time read from the job's events."""
     t0 = time.time()
     r = client.post("/v1/jobs", json={"dataset_id": dataset_id, "backend": "cuda", "hyperparameters": hp,
-                                      "lora": {"lora_dropout": 0.0}})
+                                      "lora": LORA})
     assert r.status_code == 201, r.text
     job = wait_status(client, r.json()["id"], {"succeeded", "failed"}, timeout=900)
     assert job["status"] == "succeeded", job
