@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     flower_user: str = Field("admin", description="Flower basic-auth user.")
     flower_password: SecretStr = Field(SecretStr("dev-flower-password"), description="Flower basic-auth password.")
     max_upload_mb: int = Field(200, description="Largest dataset upload accepted, in MiB (413 above).")
+    dataset_check_processes: int = Field(
+        0, ge=0, description="Processes that check one large dataset upload at once (0: one per core, for files of 8 MiB and more; 1: in the API process only).",
+    )
     visibility_timeout_s: int = Field(
         7 * 24 * 3600,
         description="Redis visibility timeout: longer than any job, so a running job is never re-delivered.",

@@ -162,3 +162,24 @@ def test_malformed_forms_are_422_and_store_nothing(client: TestClient, reference
         assert r.json()["detail"][0]["loc"] == ["body", "file"], what
     data = Path(kf_env["KTOFORGE_DATA_DIR"])
     assert not any((data / "tmp").iterdir()) and not any((data / "datasets").iterdir())
+
+
+def test_upload_checked_in_parts_reports_as_one_pass(kf_env, redis_client, tmp_path: Path, monkeypatch,
+                                                      reference_dataset: Path, tiny_model_dir: Path):
+    """KTOFORGE_DATASET_CHECK_PROCESSES: the API forks part processes from its worker thread; same report."""
+    from ktoforge.dataset.report import build_report
+    from ktoforge.settings import get_settings
+
+    rows = reference_dataset.read_text().splitlines()
+    rows[700] = json.dumps(BAD_LABEL)
+    path = tmp_path / "parts.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    monkeypatch.setenv("KTOFORGE_DATASET_CHECK_PROCESSES", "3")
+    get_settings.cache_clear()
+    with make_client({"Authorization": "Bearer test-api-key"}) as c:
+        r = upload(c, path, on_error="skip")
+    assert r.status_code == 201, r.text
+    report = r.json()
+    one = build_report(path, model_dir=tiny_model_dir, on_error="skip", processes=1).model_dump(mode="json")
+    assert {k: v for k, v in report.items() if k != "id"} == {k: v for k, v in one.items() if k != "id"}
+    assert report["skipped_lines"] == [701] and report["rows"] == 999 and report["stats"]["rows_truncated"] > 0

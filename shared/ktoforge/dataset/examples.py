@@ -1,33 +1,42 @@
 """Reading a JSONL file into normalised examples: prompt turns, the completion turn, the label.
 
-Streams the file line by line (bytes, decoded per line) so memory stays flat on large files and a
-non-UTF-8 byte is an error of its line, not of the file.
+Streams the file line by line (bytes) so memory stays flat on large files and a non-UTF-8 byte is an
+error of its line, not of the file.
 
 Lines are parsed, and rows hashed, with orjson (3-5x the standard library's speed: parsing and hashing were
-most of a dataset check's time, bench/dataset_bench.py). A line orjson refuses is parsed again by the standard
-library, which decides as it always did: its error message is the row's, and what it alone accepts (NaN,
-integers past 64 bits) is still accepted.
+most of a dataset check's time, bench/dataset_bench.py), straight from the line's bytes: orjson accepts only
+valid UTF-8. A line orjson refuses is decoded and parsed again by the standard library, which decides as it
+always did: its error message is the row's, and what it alone accepts (NaN, integers past 64 bits) is still
+accepted.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ktoforge.dataset.formats import (RowError, check_alternation, detect, invalid_tool_args, label_of,
-                                      messages_of, turns)
+from ktoforge.dataset.formats import (
+    RowError,
+    check_alternation,
+    detect,
+    invalid_tool_args,
+    label_of,
+    messages_of,
+    turns,
+)
 
 Message = dict[str, Any]
 MAX_LINE_BYTES = 16 << 20  # a longer line is refused: no single conversation is 16 MiB of text
+NOT_METADATA = frozenset({"conversations", "messages", "prompt", "completion", "label"})
 TOO_DEEP = "JSON nested too deeply (about a thousand levels of [ or { or more); no row needs that"
 
 
-@dataclass
+@dataclass(slots=True)
 class Example:
     """One usable row: ``line`` is its 1-based line number in the file."""
 
@@ -37,7 +46,7 @@ class Example:
     label: bool
     metadata: dict[str, Any] = field(default_factory=dict)
     format: str = "conversations"
-    digest: bytes = b""  # of the row's content: equal for exact duplicates (within one process: _row_hash)
+    row_hash: int = 0  # of the row's content: equal for exact duplicates (within one process: _row_hash)
     invalid_tool_args: int = 0
 
 
@@ -48,30 +57,33 @@ def normalise(obj: Any, fmt: str | None = None, parsed_by_orjson: bool = False) 
         raise RowError("mixed_format", f"row is in {row_fmt} format but the file is {fmt}")
     label = label_of(obj)
     raw = messages_of(obj, row_fmt)
-    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in raw):
-        raise RowError("no_assistant_turn", "no assistant turn")
     last_role = raw[-1].get("role") if isinstance(raw[-1], dict) else None
-    if last_role != "assistant":
+    if last_role != "assistant":  # a row with no assistant turn at all is told so first
+        if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in raw):
+            raise RowError("no_assistant_turn", "no assistant turn")
         raise RowError("last_turn_not_assistant", f"the last turn is from {last_role!r}, not the assistant")
     merged = turns(raw)
     check_alternation(merged)
     completion = merged[-1]
     if not completion["content"].strip():
         raise RowError("empty_completion", "the last assistant turn is empty")
-    keys = {"conversations", "messages", "prompt", "completion", "label"}
     canonical = _orjson_canonical(obj) if parsed_by_orjson else None
     if canonical is None:  # called from here, as before: a nesting near the limit fails (or not) as it did
         canonical = json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()
-    digest = _row_hash(canonical)
-    return Example(0, merged[:-1], completion, label, {k: v for k, v in obj.items() if k not in keys}, row_fmt,
-                   digest, sum(invalid_tool_args(m["content"]) for m in merged if m["role"] == "assistant"))
+    bad_args = 0
+    for m in merged:
+        if m["role"] == "assistant":
+            bad_args += invalid_tool_args(m["content"])
+    return Example(0, merged[:-1], completion, label, {k: v for k, v in obj.items() if k not in NOT_METADATA}, row_fmt,
+                   _row_hash(canonical), bad_args)
 
 
-def _row_hash(data: bytes) -> bytes:
-    """8 bytes equal for equal rows. Python's own keyed hash (SipHash, randomised per process): a row's digest
-    is compared only with rows of the same check, never stored, and this is several times cheaper than blake2b,
-    which was a tenth of a check's time."""
-    return hash(data).to_bytes(8, "little", signed=True)
+def _row_hash(data: bytes) -> int:
+    """64 bits equal for equal rows. Python's own keyed hash (SipHash, randomised per process): a row's hash
+    is compared only with rows of the same check (whose worker processes share their parent's key: see
+    ``report.scan_parallel``), never stored, and this is several times cheaper than blake2b, which was a tenth
+    of a check's time."""
+    return hash(data) & 0xFFFF_FFFF_FFFF_FFFF
 
 
 def _orjson_canonical(obj: Any) -> bytes | None:
@@ -85,43 +97,60 @@ def _orjson_canonical(obj: Any) -> bytes | None:
         return None
 
 
-def iter_rows(path: str | Path) -> Iterator[tuple[int, Example | RowError]]:
-    """Yield (line number, Example or the RowError of that line); blank lines are skipped."""
-    fmt: str | None = None
+def iter_rows(path: str | Path, start: int = 0, end: int | None = None, fmt: str | None = None
+              ) -> Generator[tuple[int, Example | RowError], None, int]:
+    """Yield (line number, Example or the RowError of that line); blank lines are skipped. Returns the number
+    of lines read.
+
+    ``start``/``end`` (byte offsets at line starts) read one part of the file, numbering its lines from 1, with
+    ``fmt`` the format of the file's first usable row (``ktoforge.dataset.parallel`` checks parts at once).
+    """
+    lineno = 0
     with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        fh.seek(start)
+        pos = start
+        for raw in fh:
+            if end is not None and pos >= end:
+                break
+            pos += len(raw)
+            lineno += 1
             if len(raw) > MAX_LINE_BYTES:
                 yield lineno, RowError("line_too_long", f"line is {len(raw) >> 20} MiB; the limit is "
                                        f"{MAX_LINE_BYTES >> 20} MiB per row")
                 continue
             try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield lineno, RowError("not_utf8", f"not UTF-8 (byte {raw[exc.start]:#04x} at column "
-                                       f"{exc.start + 1}); save the file as UTF-8")
-                continue
-            if not text.strip():
-                continue
+                obj, fast = orjson.loads(raw), True  # valid JSON in valid UTF-8: most lines, one C call
+            except orjson.JSONDecodeError:
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield lineno, RowError("not_utf8", f"not UTF-8 (byte {raw[exc.start]:#04x} at column "
+                                           f"{exc.start + 1}); save the file as UTF-8")
+                    continue
+                if not text.strip():
+                    continue
+                try:
+                    obj, fast = _strict_loads(text), False
+                except RowError as err:
+                    yield lineno, err
+                    continue
             try:
-                example = _parse(text, fmt)
+                example = _example(obj, fmt, fast)
             except RowError as err:
                 yield lineno, err
                 continue
             fmt = example.format
             example.line = lineno
             yield lineno, example
+    return lineno
 
 
-def _parse(text: str, fmt: str | None) -> Example:
-    """One line as an Example, or RowError; a nesting too deep to parse or hash is its line's error too.
+def _example(obj: Any, fmt: str | None, fast: bool) -> Example:
+    """A parsed row as an Example, or RowError; a nesting too deep to hash is its line's error too.
 
     Python's json recurses once per nesting level, so a line of 200k ``[`` raises RecursionError (not a
     JSONDecodeError); a nesting just under the limit can still raise it later, when the row is hashed.
     """
-    try:
-        obj, fast = orjson.loads(text), True
-    except orjson.JSONDecodeError:
-        obj, fast = _strict_loads(text), False
     try:
         return normalise(obj, fmt, fast)
     except RecursionError:

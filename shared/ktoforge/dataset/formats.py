@@ -132,33 +132,37 @@ def render_tool_call(call: Any, where: str) -> str:
 
 
 def turns(messages: list[Any]) -> list[Message]:
-    """Checked turns, each assistant turn merged with its tool results and the reply after them."""
+    """Checked turns, each assistant turn merged with its tool results and the reply after them.
+
+    ``open_`` says the last turn is an assistant turn still taking tool results and the reply to them (it made
+    tool calls, or a result came last). Error texts ("turn N") are built only when raised: this runs once per
+    row of every dataset check.
+    """
     out: list[Message] = []
+    open_ = False
     for i, m in enumerate(messages, start=1):
-        where = f"turn {i}"
         if not isinstance(m, dict):
-            raise RowError("invalid_content", f"{where} is not an object")
+            raise RowError("invalid_content", f"turn {i} is not an object")
         role = m.get("role")
         if role not in ROLES:
-            raise RowError("unknown_role", f"{where} has unknown role {json.dumps(role)[:40]} "
+            raise RowError("unknown_role", f"turn {i} has unknown role {json.dumps(role)[:40]} "
                            f"(expected one of {', '.join(sorted(ROLES))})")
-        text = _text(m.get("content"), where)
-        if role == "assistant":
-            calls = m.get("tool_calls") or []
+        content = m.get("content")
+        text = content if type(content) is str else _text(content, f"turn {i}")
+        calls = m.get("tool_calls")
+        if role == "assistant" and calls:
             for call in calls if isinstance(calls, list) else [calls]:
-                text = "\n\n".join(t for t in (text, render_tool_call(call, where)) if t)
-        if role == "tool":
+                text = "\n\n".join(t for t in (text, render_tool_call(call, f"turn {i}")) if t)
+        elif role == "tool":
             text = f"Result: {text}"
-        if role in ("assistant", "tool") and out and out[-1]["role"] == "assistant" and \
-                (role == "tool" or out[-1].get("_open")):
+        if role in ("assistant", "tool") and out and out[-1]["role"] == "assistant" and (role == "tool" or open_):
             out[-1]["content"] += "\n\n" + text  # call, result and reply: one assistant turn
-            out[-1]["_open"] = role == "tool" or bool(m.get("tool_calls"))
+            open_ = role == "tool" or bool(calls)
             continue
         if role == "tool":
-            raise RowError("roles_not_alternating", f"{where}: a tool result that follows no assistant tool call")
-        out.append({"role": role, "content": text, "_open": bool(m.get("tool_calls"))})
-    for m in out:
-        m.pop("_open")
+            raise RowError("roles_not_alternating", f"turn {i}: a tool result that follows no assistant tool call")
+        out.append({"role": role, "content": text})
+        open_ = bool(calls)
     return out
 
 

@@ -83,7 +83,8 @@ def get_dataset(dataset_id: str, storage: StorageDep) -> DatasetReport:
 def _validate(path: Path, model: str, settings: Settings, max_length: int, on_error: str) -> DatasetReport:
     """CPU-bound (and may generate the builtin model once), so it runs in a worker thread."""
     model_dir = tokenizer_dir(model, settings.model_cache_dir, settings)
-    return build_report(path, model_dir=model_dir, max_length=max_length, on_error=on_error)
+    return build_report(path, model_dir=model_dir, max_length=max_length, on_error=on_error,
+                        processes=settings.dataset_check_processes)
 
 
 def _too_large(settings: Settings) -> HTTPException:
