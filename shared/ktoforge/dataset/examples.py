@@ -13,10 +13,10 @@ accepted.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -31,6 +31,7 @@ from ktoforge.dataset.formats import (
 )
 
 Message = dict[str, Any]
+READ_BLOCK = 1 << 20
 MAX_LINE_BYTES = 16 << 20  # a longer line is refused: no single conversation is 16 MiB of text
 NOT_METADATA = frozenset({"conversations", "messages", "prompt", "completion", "label"})
 TOO_DEEP = "JSON nested too deeply (about a thousand levels of [ or { or more); no row needs that"
@@ -107,14 +108,9 @@ def iter_rows(path: str | Path, start: int = 0, end: int | None = None, fmt: str
     """
     lineno = 0
     with open(path, "rb") as fh:
-        fh.seek(start)
-        pos = start
-        for raw in fh:
-            if end is not None and pos >= end:
-                break
-            pos += len(raw)
+        for raw in _lines(fh, start, end):
             lineno += 1
-            if len(raw) > MAX_LINE_BYTES:
+            if len(raw) >= MAX_LINE_BYTES:  # with its newline, over the limit
                 yield lineno, RowError("line_too_long", f"line is {len(raw) >> 20} MiB; the limit is "
                                        f"{MAX_LINE_BYTES >> 20} MiB per row")
                 continue
@@ -143,6 +139,26 @@ def iter_rows(path: str | Path, start: int = 0, end: int | None = None, fmt: str
             example.line = lineno
             yield lineno, example
     return lineno
+
+
+def _lines(fh: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+    """The lines of ``fh`` from byte ``start`` to ``end`` (None: its end), without their newlines.
+
+    Read in blocks and split in C: a file's lines one ``readline`` at a time were a tenth of a check's time.
+    """
+    fh.seek(start)
+    left, rest = (None if end is None else end - start), b""
+    while left is None or left > 0:
+        block = fh.read(READ_BLOCK if left is None else min(READ_BLOCK, left))
+        if not block:
+            break
+        if left is not None:
+            left -= len(block)
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
 
 
 def _example(obj: Any, fmt: str | None, fast: bool) -> Example:
