@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -32,6 +33,19 @@ def wait_http(url: str, log: Path, tries: int = 300) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     pytest.fail(log.read_text())
+
+
+@contextmanager
+def server_child(cmd: list[str], health_url: str, log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+    """A server started as a child process, until ``health_url`` answers; stopped when the block ends."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_http(health_url, log)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 class RedisServer:

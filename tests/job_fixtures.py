@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from ktoforge.jobs import JobStore
 from ktoforge.lifecycle import JobContext
 from ktoforge.schemas import JobCreate, JobStatus
 from ktoforge.settings import get_settings
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port, server_child
 
 
 def subset(reference: Path, dest: Path, n: int, n_undesirable: int | None = None) -> Path:
@@ -61,15 +60,9 @@ def api(kf_env, redis_client, monkeypatch, tmp_path) -> Iterator[str]:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
-    log = (tmp_path / "api.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "ktoforge_api.main:app", "--host", "127.0.0.1",
-                             "--port", str(port)], env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_http(f"{url}/healthz", tmp_path / "api.log")
+    with server_child([sys.executable, "-m", "uvicorn", "ktoforge_api.main:app", "--host", "127.0.0.1", "--port",
+                       str(port)], f"{url}/healthz", tmp_path / "api.log", os.environ.copy()):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture()

@@ -4,7 +4,6 @@ the same report shape as a job's evaluation, and the server's replies are the on
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from typer.testing import CliRunner
 
 from ktoforge.cli.main import app
 from ktoforge.evaluation.prompts import parse_prompts
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port, server_child
 from tests.mlx.test_export import mlx_adapter
 from tests.mlx.test_generate import job_files
 
@@ -27,17 +26,11 @@ PROMPTS = [{"id": "folder", "question": "Create a folder named Projects", "expec
 def server(tiny_model_dir: Path, tmp_path: Path):
     mlx_adapter(tiny_model_dir, tmp_path)
     port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlx_lm", "server", "--model", str(tiny_model_dir),
-                             "--adapter-path", str(tmp_path / "mlx"), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_http(f"{url}/models", tmp_path / "server.log")
+    with server_child([sys.executable, "-m", "mlx_lm", "server", "--model", str(tiny_model_dir), "--adapter-path",
+                       str(tmp_path / "mlx"), "--host", "127.0.0.1", "--port", str(port)], f"{url}/models",
+                      tmp_path / "server.log"):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_endpoint_report_has_the_job_report_shape(server: str, tiny_model_dir: Path, tmp_path: Path):
