@@ -57,7 +57,7 @@ def mlx_steps(pair, rows: int) -> MlxSteps:
 
     from ktoforge_mlx.data import collate
     from ktoforge_mlx.kto import KTOSettings, fixed_terms, kto_loss
-    from ktoforge_mlx.trainer import CompiledStep
+    from ktoforge_mlx.trainer import CompiledStep, bucketed
 
     model = pair.mlx_model
     model.train()
@@ -91,10 +91,10 @@ def mlx_steps(pair, rows: int) -> MlxSteps:
     def sft_step() -> None:
         mx.eval(sft_update(batch["input_ids"], lengths), model.state, opt.state)
 
-    gradient_free = mx.compile(partial(fixed_terms, model, cfg=cfg), inputs=state, outputs=state)
+    prepared = bucketed(batch)  # what the compiled step gets: padded, with its completion positions
 
-    def gradient_free_step() -> None:
-        mx.eval(gradient_free(batch))
+    def gradient_free_step() -> None:  # the compiled step's own gradient-free pass
+        mx.eval(compiled_kto.reference(prepared))
 
     return kto_step, kto_uncompiled_step, sft_step, gradient_free_step, sum(full_lens)
 

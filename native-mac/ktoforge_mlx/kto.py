@@ -1,5 +1,9 @@
 """The KTO objective in MLX, computed exactly as TRL 1.14.2's ``KTOTrainer._compute_loss`` does.
 
+Every quantity of the step (logps, KL, entropy, logits/*) reads the logits only at the positions that predict a
+completion token, so the LM head and the log-softmax run there only (completion_logits): exact, cheaper, and,
+for the mlx-lm architectures whose head splits off (split_head), no batch x length x vocabulary array is made.
+
 Policy = base + mlx-lm LoRA layers; reference = the same model with each LoRA layer's base linear swapped
 in (the adapter not computed) under ``stop_gradient``: no second copy of the weights, which is what lets a
 7B model train in 24 GB. The KL estimate, the loss variants and the per-batch metrics follow TRL line by line so that a
@@ -8,13 +12,14 @@ job gives the same numbers on the Mac as on the CUDA worker (tests/mlx/test_pari
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_unflatten
 
 Batch = dict[str, mx.array]
@@ -50,11 +55,9 @@ def lora_disabled(model: nn.Module) -> Iterator[None]:
         model.update_modules(tree_unflatten(layers))
 
 
-def next_tokens(input_ids: mx.array) -> mx.array:
-    """The token each position predicts (position t: token t+1; the last position's is masked out by
-    ``predicting``). Shifting the targets, not the logits: ``logits[:, :-1]`` would copy the largest array of
-    the step (batch x length x vocabulary, in float32), and its gradient would be another such array."""
-    return mx.concatenate([input_ids[:, 1:], input_ids[:, -1:]], axis=1)
+POSITION_MULTIPLE = 32  # completion positions are gathered in lengths rounded up to this: few compiled shapes
+HEAD_MODULES = frozenset({"mlx_lm.models.llama", "mlx_lm.models.qwen2", "mlx_lm.models.qwen3", "mlx_lm.models.phi3"})
+Forward = Callable[[mx.array], mx.array]
 
 
 def predicting(completion_mask: mx.array) -> mx.array:
@@ -62,34 +65,92 @@ def predicting(completion_mask: mx.array) -> mx.array:
     return mx.concatenate([completion_mask[:, 1:], mx.zeros_like(completion_mask[:, :1])], axis=1) > 0
 
 
-def completion_logps(logits: mx.array, input_ids: mx.array, completion_mask: mx.array) -> mx.array:
-    """Sum over completion tokens of log p(token | prefix), per row (TRL's selective_log_softmax + sum).
-
-    Rows are right-padded, so the causal mask alone keeps padding out of every real position.
-    """
-    logits = logits.astype(mx.float32)
-    picked = mx.take_along_axis(logits, next_tokens(input_ids)[..., None], axis=-1).squeeze(-1)
-    return mx.where(predicting(completion_mask), picked - mx.logsumexp(logits, axis=-1), 0.0).sum(-1)
-
-
-def sequence_logps(model: nn.Module, input_ids: mx.array, completion_mask: mx.array) -> mx.array:
-    """completion_logps of the model's forward (the passes whose logits serve nothing else)."""
-    return completion_logps(model(input_ids), input_ids, completion_mask)
+def completion_positions(completion_mask: mx.array) -> mx.array:
+    """(3, N) int32: row, column and validity (1, or 0 for padding) of each position that predicts a completion
+    token, N the count rounded up to POSITION_MULTIPLE. Host-side (numpy), before the compiled step: the count
+    depends on the data, and a compiled graph needs it as a shape. Padding entries point at (0, 0), are masked
+    out of every sum, and repeat one shape for many batches so the step is traced a handful of times."""
+    rows, cols = np.nonzero(np.array(predicting(completion_mask)))
+    size = max(-(-len(rows) // POSITION_MULTIPLE), 1) * POSITION_MULTIPLE
+    out = np.zeros((3, size), dtype=np.int32)
+    out[0, :len(rows)], out[1, :len(rows)], out[2, :len(rows)] = rows, cols, 1
+    return mx.array(out)
 
 
-def logit_sums(logits: mx.array, completion_mask: mx.array, chosen: mx.array) -> dict[str, mx.array]:
-    """What TRL's ``entropy`` and ``logits/*`` metrics are made of, over the completion tokens of the batch:
-    the summed per-token entropy of the next-token distribution, and per class the summed per-token mean
-    (over the vocabulary) of the logits, with their token counts. No gradient flows through any of it."""
-    logits = mx.stop_gradient(logits.astype(mx.float32))
-    mask = predicting(completion_mask).astype(mx.float32)
-    lse = mx.logsumexp(logits, axis=-1, keepdims=True)
-    entropy = lse.squeeze(-1) - (mx.exp(logits - lse) * logits).sum(-1)  # H = log Z - E_p[logit]
-    row_logits, row_tokens = (logits.mean(-1) * mask).sum(-1), mask.sum(-1)
-    return {"entropy_sum": (entropy * mask).sum(), "completion_tokens": row_tokens.sum(),
-            "logits_chosen_sum": (row_logits * chosen).sum(), "chosen_tokens": (row_tokens * chosen).sum(),
-            "logits_rejected_sum": (row_logits * (1 - chosen)).sum(),
-            "rejected_tokens": (row_tokens * (1 - chosen)).sum()}
+def with_positions(batch: Batch) -> Batch:
+    """The batch with ``positions`` (and ``KL_positions``): completion_positions of its completion masks, computed
+    here unless already there (the trainer adds them before its compiled step; eager callers get them here)."""
+    out = dict(batch)
+    for prefix in ("", "KL_"):
+        if f"{prefix}completion_mask" in batch and f"{prefix}positions" not in batch:
+            out[f"{prefix}positions"] = completion_positions(batch[f"{prefix}completion_mask"])
+    return out
+
+
+def split_head(model: nn.Module) -> tuple[Forward, Forward] | None:
+    """(body, head) with model(x) == head(body(x)) for the mlx-lm architectures known to be exactly that (the
+    final normed hidden states, then lm_head or the tied embedding): the head can then run on the completion
+    positions only. None for any other architecture (logit scaling, soft-capping…): the full logits are used.
+    Looked up at each call: lora_disabled swaps modules."""
+    if type(model).__module__ not in HEAD_MODULES or not hasattr(model, "model"):
+        return None
+    tied = getattr(getattr(model, "args", None), "tie_word_embeddings", False) or not hasattr(model, "lm_head")
+    return model.model, (model.model.embed_tokens.as_linear if tied else model.lm_head)
+
+
+def completion_logits(model: nn.Module, input_ids: mx.array, positions: mx.array) -> mx.array:
+    """The float32 logits at ``positions`` only, (N, vocabulary): what every logp and metric of the step reads.
+
+    logits[b, t] = W h[b, t] depends on position t's hidden state alone, so head(h[rows, cols]) equals
+    model(x)[rows, cols] exactly while the head's matmul, its backward and every log-softmax run on the N
+    completion positions instead of all batch x length (prompts and padding are skipped), and no batch-sized
+    logits array exists. The fallback gathers from the full logits."""
+    split = split_head(model)
+    if split is None:
+        return model(input_ids)[positions[0], positions[1]].astype(mx.float32)
+    body, head = split
+    return head(body(input_ids)[positions[0], positions[1]]).astype(mx.float32)
+
+
+def token_logps(logits: mx.array, input_ids: mx.array, positions: mx.array) -> tuple[mx.array, mx.array]:
+    """(log p(next token) at each position, 0 at padding entries; log Z = logsumexp of the logits there).
+
+    log p(y_t) = logit_t[y_t] - log Z_t with y_t = input_ids[row, col + 1] (TRL's selective_log_softmax of the
+    shifted logits). log Z is returned so the entropy metric reuses it instead of computing it again."""
+    targets = input_ids[positions[0], mx.minimum(positions[1] + 1, input_ids.shape[1] - 1)]  # (0, 0) padding
+    log_z = mx.logsumexp(logits, axis=-1)
+    picked = mx.take_along_axis(logits, targets[:, None], axis=-1).squeeze(-1)
+    return mx.where(positions[2] > 0, picked - log_z, 0.0), log_z
+
+
+def per_row(values: mx.array, positions: mx.array, rows: int) -> mx.array:
+    """sum over the positions of each row of ``values`` (N,) -> (rows,); padding entries must hold 0."""
+    owner = positions[0][None, :] == mx.arange(rows)[:, None]
+    return mx.where(owner, values[None, :], 0.0).sum(-1)
+
+
+def sequence_logps(model: nn.Module, input_ids: mx.array, positions: mx.array) -> mx.array:
+    """Sum over completion tokens of log p(token | prefix), per row (TRL's selective_log_softmax + sum), for the
+    passes whose logits serve nothing else. Rows are right-padded: the causal mask alone keeps padding out of
+    every real position."""
+    logps, _ = token_logps(completion_logits(model, input_ids, positions), input_ids, positions)
+    return per_row(logps, positions, input_ids.shape[0])
+
+
+def logit_sums(logits: mx.array, log_z: mx.array, positions: mx.array, chosen: mx.array) -> dict[str, mx.array]:
+    """What TRL's ``entropy`` and ``logits/*`` metrics are made of, over the completion tokens of the batch
+    (``logits`` and ``log_z`` at ``positions``): the summed per-token entropy H_t = log Z_t - sum_v p_tv logit_tv,
+    and per class the summed per-token mean over the vocabulary of the logits, with their token counts.
+    No gradient flows through any of it."""
+    logits, log_z = mx.stop_gradient(logits), mx.stop_gradient(log_z)
+    valid = positions[2].astype(mx.float32)
+    entropy = log_z - (mx.exp(logits - log_z[:, None]) * logits).sum(-1)
+    token_chosen = chosen[positions[0]] * valid
+    mean_logits = logits.mean(-1)
+    return {"entropy_sum": (entropy * valid).sum(), "completion_tokens": valid.sum(),
+            "logits_chosen_sum": (mean_logits * token_chosen).sum(), "chosen_tokens": token_chosen.sum(),
+            "logits_rejected_sum": (mean_logits * (valid - token_chosen)).sum(),
+            "rejected_tokens": (valid - token_chosen).sum()}
 
 
 def _stacked(a: mx.array, b: mx.array) -> mx.array:
@@ -103,17 +164,20 @@ def fixed_terms(model: nn.Module, batch: Batch, cfg: KTOSettings) -> dict[str, m
     """What needs no gradient: reference logps of the batch and the clamped KL estimate.
 
     Computed outside the differentiated function so their graphs are freed before the backward pass.
-    The reference sees the batch and the KL batch stacked in one forward.
+    The reference sees the batch and the KL batch stacked in one forward (the KL rows' positions shifted by n).
     """
+    batch = with_positions(batch)
     n = batch["input_ids"].shape[0]
     if not cfg.calculate_kl:
         with lora_disabled(model):
-            return {"ref_logps": sequence_logps(model, batch["input_ids"], batch["completion_mask"]),
+            return {"ref_logps": sequence_logps(model, batch["input_ids"], batch["positions"]),
                     "kl": mx.array(0.0)}
+    kl_positions = batch["KL_positions"]
+    shifted = mx.concatenate([kl_positions[:1] + n, kl_positions[1:]], axis=0)
     with lora_disabled(model):
         ref = sequence_logps(model, _stacked(batch["input_ids"], batch["KL_input_ids"]),
-                             _stacked(batch["completion_mask"], batch["KL_completion_mask"]))
-    kl_policy = sequence_logps(model, batch["KL_input_ids"], batch["KL_completion_mask"])
+                             mx.concatenate([batch["positions"], shifted], axis=1))
+    kl_policy = sequence_logps(model, batch["KL_input_ids"], kl_positions)
     kl = mx.maximum(mx.mean(kl_policy - ref[n:]), 0.0)
     return {"ref_logps": ref[:n], "kl": kl}
 
@@ -123,14 +187,17 @@ def kto_loss(model: nn.Module, batch: Batch, cfg: KTOSettings,
     """Mean weighted KTO loss of one batch, and the sums TRL's metrics are made of.
 
     ``batch`` holds input_ids, completion_mask, label (bool) and, for ``kto``, KL_input_ids and
-    KL_completion_mask: each completion paired with the previous row's prompt (TRL's +1 rotation).
+    KL_completion_mask: each completion paired with the previous row's prompt (TRL's +1 rotation); and
+    ``positions`` / ``KL_positions`` (with_positions), computed here when absent (not possible under compile).
     ``fixed`` is fixed_terms(model, batch, cfg), computed here when not given.
     """
+    batch = with_positions(batch)
     fixed = fixed_terms(model, batch, cfg) if fixed is None else fixed
     kl, ref_logps = mx.stop_gradient(fixed["kl"]), mx.stop_gradient(fixed["ref_logps"])
-    labels = batch["label"]
-    logits = model(batch["input_ids"])
-    logps = completion_logps(logits, batch["input_ids"], batch["completion_mask"])
+    labels, positions = batch["label"], batch["positions"]
+    logits = completion_logits(model, batch["input_ids"], positions)
+    token, log_z = token_logps(logits, batch["input_ids"], positions)
+    logps = per_row(token, positions, labels.shape[0])
     logratios = logps - ref_logps
     if cfg.loss_type == "kto":
         chosen_losses = 1 - mx.sigmoid(cfg.beta * (logratios - kl))
@@ -150,7 +217,7 @@ def kto_loss(model: nn.Module, batch: Batch, cfg: KTOSettings,
         "rewards_rejected_sum": (rewards * (1 - chosen)).sum(),
         "logps_chosen_sum": (detached_logps * chosen).sum(),
         "logps_rejected_sum": (detached_logps * (1 - chosen)).sum(),
-        **logit_sums(logits, batch["completion_mask"], chosen),
+        **logit_sums(logits, log_z, positions, chosen),
     }
     return mx.mean(losses), aux
 

@@ -28,8 +28,10 @@ c bytes per element of the compute dtype (4 for float32, 2 for bfloat16 under 4-
                   torch (3): the policy's logits are kept for its backward while the no-grad passes (KL batch,
                   reference of the batch and of the KL batch) each materialise theirs, one at a time, plus the
                   log-softmax work buffer of the same size;
-                  MLX (4): the gradient-free passes are evaluated and freed first; the gradient pass then holds
-                  the policy's logits, the log-softmax's gradient, the logits' gradient and one work buffer
+                  MLX (3): logits only at the positions that predict a completion token (b * s in the worst case
+                  counted here: a one-token prompt); the gradient-free passes are evaluated and freed first, the
+                  metrics are evaluated before the backward pass, which then holds the policy's logits, the
+                  log-softmax's gradient and the logits' gradient
     runtime     = the framework's own allocations (CUDA context, kernels, allocator slack), a fixed assumption
 
 The peak is the sum: the terms coexist at the end of the reference pass, just before backward. Unsloth's KTO
@@ -54,7 +56,7 @@ MLX_4BIT_BYTES = 0.5 + 2 * 2 / 64  # mlx.nn.quantize: 4-bit codes, a float16 sca
 QUANT_BYTES: dict[str, float] = {"nf4": NF4_BYTES, "int8": 1.0, "bf16": 2.0, "fp32": 4.0}
 OPTIMIZER_BYTES: dict[str, int] = {"adamw_torch": 8, "adamw_torch_fused": 8, "paged_adamw_32bit": 8,
                                    "adamw_8bit": 2, "adamw_bnb_8bit": 2, "paged_adamw_8bit": 2}
-LOGIT_COPIES: dict[str, float] = {"torch": 3.0, "mlx": 4.0}  # batch-sized float32 logits arrays at the peak, per
+LOGIT_COPIES: dict[str, float] = {"torch": 3.0, "mlx": 3.0}  # batch-sized float32 logits arrays at the peak, per
 # backend (see above; measured: tests/shared/test_fit.py, tests/mlx/test_fit.py)
 RUNTIME_BYTES = {"cuda": int(0.5 * GB), "mlx": int(0.5 * GB), "cpu": 0}  # assumption, documented in docs/fit.md
 NEAR_FIT = 0.9  # a job using more than this share of a device's memory fits "only just": a warning

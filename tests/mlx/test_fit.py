@@ -52,8 +52,10 @@ def step_peak(shape: dict[str, int], length: int = LENGTH) -> int:
 
 
 def _batch(length: int) -> dict[str, Any]:
+    """The estimate's worst case: a one-token prompt, so every position but the last predicts a completion token
+    (the step computes logits at those positions only)."""
     ids = mx.random.randint(5, 500, (BATCH, length))
-    completion = mx.concatenate([mx.zeros((BATCH, length // 2)), mx.ones((BATCH, length - length // 2))], axis=1)
+    completion = mx.concatenate([mx.zeros((BATCH, 1)), mx.ones((BATCH, length - 1))], axis=1)
     return {"input_ids": ids, "completion_mask": completion, "KL_input_ids": mx.roll(ids, 1, 0),
             "KL_completion_mask": completion, "label": mx.array([i % 2 == 0 for i in range(BATCH)]),
             "lengths": mx.array([length] * BATCH)}

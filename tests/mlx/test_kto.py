@@ -81,3 +81,47 @@ def test_lora_dropout_is_the_jobs_in_training_only(tiny_model_dir) -> None:
     model.train()
     enable_grad_checkpointing(model)
     np.testing.assert_array_equal(np.array(model(ids)), np.array(model(ids)))
+
+
+def test_logits_at_completion_positions_are_the_full_logits(tiny_model_dir) -> None:
+    """completion_logits runs the head on the gathered hidden states of the completion-predicting positions: the
+    same numbers as the full forward there, also through the generic fallback (an architecture not known to be
+    head(body(x)), here a wrapper module), and so the same loss, metrics and gradients."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    from ktoforge_mlx.kto import KTOSettings, completion_logits, kto_loss, split_head, with_positions
+
+    class Wrapped(nn.Module):
+        def __init__(self, inner: nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def __call__(self, x: mx.array) -> mx.array:
+            return self.inner(x)
+
+    model, _ = _model(tiny_model_dir, quantize=False)
+    model.eval()  # no LoRA dropout: each forward the same
+    wrapped = Wrapped(model)
+    assert split_head(model) is not None and split_head(wrapped) is None
+    batch = with_positions({"input_ids": mx.array([[1, 3, 40, 4, 50, 51, 2], [1, 3, 41, 4, 52, 2, 0]]),
+                            "completion_mask": mx.array([[0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 1, 1, 0]]),
+                            "KL_input_ids": mx.array([[1, 3, 40, 4, 52, 2], [1, 3, 41, 4, 50, 51]]),
+                            "KL_completion_mask": mx.array([[0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 1, 1]]),
+                            "label": mx.array([True, False])})
+    rows, cols, valid = np.array(batch["positions"])
+    assert valid.sum() == 5 and len(valid) % 32 == 0
+    assert [(r, c) for r, c, v in zip(rows, cols, valid) if v] == [(0, 3), (0, 4), (0, 5), (1, 3), (1, 4)]
+    full = np.array(model(batch["input_ids"]))[rows, cols]
+    np.testing.assert_allclose(np.array(completion_logits(model, batch["input_ids"], batch["positions"])), full,
+                               rtol=1e-6, atol=1e-6)
+    results = []
+    for m in (model, wrapped):
+        (loss, aux), grads = nn.value_and_grad(m, lambda m, b: kto_loss(m, b, KTOSettings()))(m, batch)
+        results.append((loss.item(), {k: v.item() for k, v in aux.items()},
+                        [np.array(g) for _, g in sorted(tree_flatten(grads))]))
+    (loss_a, aux_a, grads_a), (loss_b, aux_b, grads_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-6) and aux_a == pytest.approx(aux_b, rel=1e-5, abs=1e-6)
+    for a, b in zip(grads_a, grads_b, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
