@@ -1,7 +1,8 @@
 """`make bench`: every benchmark script, one after the other, their `name value` lines printed and written to
 bench/RESULTS.md with the machine, the date, the commit and each goal's verdict (missed: by how much).
 
-Scripts run one at a time (they would otherwise share the two cores and measure each other). The GPU check
+Scripts run one at a time (they would otherwise share the two cores and measure each other), each once the
+cores are idle again. The GPU check
 runs only where torch sees a CUDA device; elsewhere its figures are written as "not measured".
 Run: .venv/bin/python bench/run_all.py [--only NAME ...]
 """
@@ -44,8 +45,26 @@ GOALS: dict[str, tuple[str, float, str]] = {
 }
 
 
+def settle(idle: float = 0.9, most_s: float = 30.0) -> None:
+    """Wait until the cores are idle (at least ``idle`` of a second's CPU time, from /proc/stat), at most
+    ``most_s``: what the previous script started (local mode's workers, Redis writing its file) may still be
+    ending, and would be measured with the next script's figures."""
+    def busy_idle() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # idle + iowait
+
+    deadline = time.time() + most_s
+    while time.time() < deadline:
+        total0, idle0 = busy_idle()
+        time.sleep(1)
+        total1, idle1 = busy_idle()
+        if total1 > total0 and (idle1 - idle0) / (total1 - total0) >= idle:
+            return
+
+
 def run(script: str) -> tuple[dict[str, float], float]:
     """The script's figures, and how long it took; a failing script stops the run (no partial RESULTS.md)."""
+    settle()
     start = time.time()
     proc = subprocess.run([sys.executable, str(HERE / script)], capture_output=True, text=True,
                           env={**os.environ, "TQDM_DISABLE": "1"})
