@@ -74,8 +74,11 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=Job)
-async def get_job(job: JobDep) -> Job:
-    return job  # async: load_job's read is the request's one thread hand-off (ktoforge_api.deps.on_loop)
+async def get_job(job: JobDep) -> Response:
+    """The record as JSON, written once by pydantic: FastAPI would otherwise validate the Job it was given again
+    against ``response_model`` and encode it twice. async: load_job's read is the request's one thread
+    hand-off (ktoforge_api.deps.on_loop)."""
+    return Response(job.model_dump_json(), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=Job, responses={409: {"description": "Job already finished"}})
