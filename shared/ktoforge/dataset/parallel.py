@@ -2,7 +2,7 @@
 
 A check is Python work per row (parse, turns, tool-call arguments, hashes): one core does about 30k rows/s, so a
 100k-row upload took seconds while the other cores idled. The file is cut at line starts into one part per
-process; each part is checked by ``report.Scan`` in a forked child, and the parts' Scans are merged in file
+process; each part is checked by ``scan.Scan`` in a forked child, and the parts' Scans are merged in file
 order, their line numbers shifted by the lines before them (each part counts its own).
 
 Why the result equals a single pass:

@@ -34,7 +34,8 @@ def build_report(path: Path, *, model_dir: Path | None = None, max_length: int =
 def _report(scan: Scan, max_length: int) -> DatasetReport:
     """The report of a whole file's Scan: its warnings, statistics and recommended weights."""
     tally, lengths = scan.tally, scan.lengths
-    n_d, n_u = tally.labels[True], tally.labels[False]
+    labels = tally.labels  # counted from the packed label bits: once
+    n_d, n_u = labels[True], labels[False]
     stats: dict[str, Any] = {"format": tally.format,
                              "max_length": max_length}
     warnings = [w for w in (
