@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from typing import Any, get_args
 
 import redis
+import redis.asyncio
+import redis.asyncio.retry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -75,6 +77,63 @@ def _queued_index(backend: str) -> str:
     return _key("jobs", JobStatus.queued.value, backend)
 
 
+# Retry with backoff for ~30 s: a Redis restart (AOF reload) pauses callers instead of failing them.
+# Socket timeouts: a Redis that accepts but never answers must not hold a caller for ever (no command here
+# blocks on the server side). Shared by JobStore (threads) and JobReader (the API's event loop).
+CLIENT_OPTIONS: dict[str, Any] = {
+    "decode_responses": True, "health_check_interval": 10, "socket_keepalive": True, "socket_connect_timeout": 10,
+    "socket_timeout": 30, "retry_on_error": [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError]}
+
+
+def _retry_policy() -> tuple[ExponentialBackoff, int]:
+    """(backoff, retries) of CLIENT_OPTIONS' retry: 12 tries, 0.25 s doubling to 4 s, about 30 s in all."""
+    return ExponentialBackoff(cap=4.0, base=0.25), 12
+
+
+def _record(job_id: str, raw: str | None) -> Job:
+    if raw is None:
+        raise JobNotFound(job_id)
+    return Job.model_validate_json(raw)
+
+
+def _page_index(status: JobStatus | None) -> str:
+    return _key("jobs") if status is None else _status_index(status)
+
+
+def _page(raws: list[str | None], status: JobStatus | None) -> list[Job]:
+    """The records of one page, less those deleted or (filtered) no longer of ``status`` since the index read."""
+    jobs = [Job.model_validate_json(raw) for raw in raws if raw]
+    return [j for j in jobs if status is None or j.status == status]
+
+
+class JobReader:
+    """The API's reads of job records on its event loop (redis.asyncio), with JobStore's keys and retries.
+
+    Through JobStore, each read of ``GET /v1/jobs/{id}`` went to a thread and back: under load the hand-off
+    (a lock, a condition, the GIL passed twice) was a third of the API's time (bench/profiles/api_*.txt).
+    Awaited here, a Redis restart still pauses the request for up to ~30 s, without holding a thread or the
+    loop. One per event loop: an asyncio connection belongs to the loop that opened it.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.r = client
+
+    @classmethod
+    def from_url(cls, url: str) -> "JobReader":
+        return cls(redis.asyncio.Redis.from_url(url, retry=redis.asyncio.retry.Retry(*_retry_policy()),
+                                                **CLIENT_OPTIONS))
+
+    async def get(self, job_id: str) -> Job:
+        return _record(job_id, await self.r.get(_key("job", job_id)))
+
+    async def list(self, status: JobStatus | None, offset: int, limit: int) -> tuple[list[Job], int]:
+        """JobStore.list, awaited."""
+        index = _page_index(status)
+        async with self.r.pipeline(transaction=False) as pipe:
+            ids, total = await pipe.zrevrange(index, offset, offset + limit - 1).zcard(index).execute()
+        return _page(await self.r.mget([_key("job", i) for i in ids]) if ids else [], status), total
+
+
 class JobStore:
     """Job records as JSON strings, indexes sorted by creation time, and one Redis stream per job."""
 
@@ -85,14 +144,7 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str) -> "JobStore":
-        # Retry with backoff for ~30 s: a Redis restart (AOF reload) pauses callers instead of failing them.
-        # Socket timeouts: a Redis that accepts but never answers must not hold a thread for ever (no command
-        # here blocks on the server side).
-        retry = Retry(ExponentialBackoff(cap=4.0, base=0.25), retries=12)
-        return cls(redis.Redis.from_url(url, decode_responses=True, health_check_interval=10, socket_keepalive=True,
-                                        socket_connect_timeout=10, socket_timeout=30,
-                                        retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError,
-                                                                     redis.BusyLoadingError]))
+        return cls(redis.Redis.from_url(url, retry=Retry(*_retry_policy()), **CLIENT_OPTIONS))
 
     # --- records -------------------------------------------------------------------------------
     def create(self, spec: JobCreate, idempotency_key: str | None = None) -> tuple[Job, bool]:
@@ -118,10 +170,7 @@ class JobStore:
         return job, True
 
     def get(self, job_id: str) -> Job:
-        raw = self.r.get(_key("job", job_id))
-        if raw is None:
-            raise JobNotFound(job_id)
-        return Job.model_validate_json(raw)
+        return _record(job_id, self.r.get(_key("job", job_id)))
 
     def list(self, status: JobStatus | None, offset: int, limit: int) -> tuple[list[Job], int]:
         """Newest first, one page read from the index of ``status`` (or of all jobs); the total from its size.
@@ -129,12 +178,10 @@ class JobStore:
         A job that changed state between the two reads is left out of a filtered page rather than shown with
         another status.
         """
-        index = _key("jobs") if status is None else _status_index(status)
+        index = _page_index(status)
         with self.r.pipeline(transaction=False) as pipe:
             ids, total = pipe.zrevrange(index, offset, offset + limit - 1).zcard(index).execute()
-        raws = self.r.mget([_key("job", i) for i in ids]) if ids else []
-        jobs = [Job.model_validate_json(raw) for raw in raws if raw]
-        return [j for j in jobs if status is None or j.status == status], total
+        return _page(self.r.mget([_key("job", i) for i in ids]) if ids else [], status), total
 
     def count(self, status: JobStatus) -> int:
         """How many jobs have this status (one ZCARD)."""

@@ -92,3 +92,28 @@ def test_a_transition_applied_again_after_a_lost_reply_changes_nothing(store):
         apply_transition(done, JobStatus.succeeded, {**entry, "time": 1234.6}, {})
     again = apply_transition(running, JobStatus.running, running.history[-1], {})
     assert again.attempts == running.attempts == 1
+
+
+def test_reader_on_an_event_loop_reads_what_the_store_wrote(store, kf_env):
+    """JobReader (the API's awaited reads) and JobStore agree on records, pages, filters and missing ids."""
+    import asyncio
+
+    from ktoforge.jobs import JobNotFound, JobReader
+
+    jobs = [store.create(SPEC)[0] for _ in range(5)]
+    store.transition(jobs[1].id, JobStatus.running)
+
+    async def read() -> None:
+        reader = JobReader.from_url(kf_env["KTOFORGE_REDIS_URL"])
+        try:
+            assert await reader.get(jobs[1].id) == store.get(jobs[1].id)
+            for status, offset, limit in [(None, 0, 3), (None, 3, 3), (JobStatus.queued, 0, 10),
+                                          (JobStatus.running, 0, 10), (JobStatus.failed, 0, 10)]:
+                assert await reader.list(status, offset, limit) == store.list(status, offset, limit)
+            with pytest.raises(JobNotFound):
+                await reader.get("missing")
+        finally:
+            await reader.r.aclose()
+
+    asyncio.run(read())
+    assert store.list(JobStatus.running, 0, 10)[0][0].id == jobs[1].id

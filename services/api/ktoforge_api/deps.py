@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import weakref
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Annotated, TypeVar
@@ -15,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from ktoforge.ids import is_job_id
-from ktoforge.jobs import JobNotFound, JobStore
+from ktoforge.jobs import JobNotFound, JobReader, JobStore
 from ktoforge.queue import make_celery
 from ktoforge.schemas import Job
 from ktoforge.settings import Settings, get_settings
@@ -30,6 +32,19 @@ T = TypeVar("T")
 @lru_cache
 def get_store() -> JobStore:
     return JobStore.from_url(get_settings().redis_url)
+
+
+_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, JobReader] = weakref.WeakKeyDictionary()
+
+
+async def get_reader() -> JobReader:
+    """The JobReader of the running event loop (one per loop: each test client runs the app on a loop of its
+    own, and an asyncio connection cannot cross loops). Its URL is read when it is made, like get_store's."""
+    loop = asyncio.get_running_loop()
+    reader = _readers.get(loop)
+    if reader is None:
+        reader = _readers[loop] = JobReader.from_url(get_settings().redis_url)
+    return reader
 
 
 @lru_cache
@@ -70,6 +85,7 @@ def on_loop(getter: Callable[[], T]) -> Callable[[], Awaitable[T]]:
 
 SettingsDep = Annotated[Settings, Depends(on_loop(get_settings))]
 StoreDep = Annotated[JobStore, Depends(on_loop(get_store))]
+ReaderDep = Annotated[JobReader, Depends(get_reader)]
 ProbeDep = Annotated[JobStore, Depends(on_loop(get_probe))]
 CeleryDep = Annotated[Celery, Depends(on_loop(get_celery))]
 StorageDep = Annotated[Storage, Depends(get_storage)]
@@ -106,11 +122,10 @@ async def require_worker(credentials: Credentials, settings: SettingsDep) -> Non
     _check(credentials, settings.worker_token.get_secret_value(), "worker token")
 
 
-def load_job(job_id: str, store: StoreDep) -> Job:
-    """The job a route's ``{job_id}`` names, or 404. A plain ``def``, the one thread hand-off of a read: its Redis
-    call must not block the event loop (a Redis restart holds it for up to ~30 s of retries)."""
+async def load_job(job_id: str, reader: ReaderDep) -> Job:
+    """The job a route's ``{job_id}`` names, or 404: awaited on the event loop, no thread (JobReader says why)."""
     try:
-        return store.get(job_id)
+        return await reader.get(job_id)
     except JobNotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id} not found")
 

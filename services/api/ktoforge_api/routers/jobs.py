@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
-from fastapi.concurrency import run_in_threadpool
 
 from ktoforge.jobs import TransitionError
 from ktoforge.models import ModelError, check_model
 from ktoforge.queue import enqueue
 from ktoforge.schemas import Job, JobCreate, JobPage, JobStatus
-from ktoforge_api.deps import CeleryDep, JobDep, SettingsDep, StorageDep, StoreDep, require_user
+from ktoforge_api.deps import CeleryDep, JobDep, ReaderDep, SettingsDep, StorageDep, StoreDep, require_user
 from ktoforge_api.errors import unprocessable
 from ktoforge_api.placement import place, record_warnings
 from ktoforge_api.quotas import check_quotas
@@ -61,23 +60,21 @@ def create_job(
 
 @router.get("", response_model=JobPage)
 async def list_jobs(
-    store: StoreDep,
+    reader: ReaderDep,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
     """Newest first, optionally only one status."""
-    # Only the Redis read goes to a thread; the route and the check of its answer stay on the event loop
-    # (one thread hand-off instead of five: ktoforge_api.deps.on_loop says why).
-    items, total = await run_in_threadpool(store.list, status_, offset, limit)
+    items, total = await reader.list(status_, offset, limit)  # on the event loop, no thread (JobReader)
     return JobPage(items=items, total=total, offset=offset, limit=limit)
 
 
 @router.get("/{job_id}", response_model=Job)
 async def get_job(job: JobDep) -> Response:
     """The record as JSON, written once by pydantic: FastAPI would otherwise validate the Job it was given again
-    against ``response_model`` and encode it twice. async: load_job's read is the request's one thread
-    hand-off (ktoforge_api.deps.on_loop)."""
+    against ``response_model`` and encode it twice. async, like load_job: the request never leaves the event
+    loop."""
     return Response(job.model_dump_json(), media_type="application/json")
 
 
