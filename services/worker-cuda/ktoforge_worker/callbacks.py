@@ -35,12 +35,18 @@ class JobCallback(TrainerCallback):
         if done > 0:
             metrics["eta_s"] = round((time.time() - t0) / done * (state.max_steps - state.global_step), 1)
         self.ctx.report(metrics)
+        if "loss" in logs:  # asked between this step's end and its log: stop now, not after one more step
+            self._stop_if_asked(control)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.ctx.checkpoint_saved(self.ctx.checkpoint_path(state.global_step), state.global_step)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Runs after transformers' own flow callback, so it can cancel the save and evaluation it decided."""
+        self._stop_if_asked(control)
+
+    def _stop_if_asked(self, control: Any) -> None:
+        """A cancel or a lost lease ends training after this step, with no save or evaluation of it."""
         if self.ctx.should_stop():
             control.should_training_stop = True
             control.should_save = control.should_evaluate = False

@@ -64,10 +64,11 @@ async def list_jobs(
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> JobPage:
-    """Newest first, optionally only one status."""
+) -> Response:
+    """Newest first, optionally only one status. Written once by pydantic, as get_job is."""
     items, total = await reader.list(status_, offset, limit)  # on the event loop, no thread (JobReader)
-    return JobPage(items=items, total=total, offset=offset, limit=limit)
+    return Response(JobPage(items=items, total=total, offset=offset, limit=limit).model_dump_json(),
+                    media_type="application/json")
 
 
 @router.get("/{job_id}", response_model=Job)
