@@ -64,6 +64,8 @@ def messages_of(obj: dict[str, Any], fmt: str) -> list[Message]:
         prompt, completion = obj["prompt"], obj["completion"]
         if not isinstance(prompt, list) or not isinstance(completion, list):
             raise RowError("invalid_content", "'prompt' and 'completion' must both be lists of messages")
+        if not prompt and not completion:
+            raise RowError("no_conversation", "'prompt' and 'completion' are both empty lists of messages")
         return prompt + completion
     key = "conversations" if fmt == "conversations" else "messages"
     if not isinstance(obj[key], list) or not obj[key]:
@@ -147,7 +149,7 @@ def turns(messages: list[Any]) -> list[Message]:
         if not isinstance(m, dict):
             raise RowError("invalid_content", f"turn {i} is not an object")
         role = m.get("role")
-        if role not in ROLES:
+        if type(role) is not str or role not in ROLES:  # a list or an object is unhashable: no set lookup
             raise RowError("unknown_role", f"turn {i} has unknown role {json.dumps(role)[:40]} "
                            f"(expected one of {', '.join(sorted(ROLES))})")
         content = m.get("content")
@@ -167,6 +169,28 @@ def turns(messages: list[Any]) -> list[Message]:
         out.append({"role": role, "content": text})
         open_ = bool(calls)
     return out
+
+
+def plain_turns(messages: list[Any]) -> list[Message] | None:
+    """What ``turns`` gives, already checked, for the common row: text turns that alternate user/assistant
+    (system turns aside) and end with the assistant, with no tool call or tool result. None for any other
+    row, which ``turns`` and ``check_alternation`` then check one step at a time, telling its error.
+
+    Exact: such turns merge with nothing (only tool calls and results merge), so ``turns`` would copy each
+    as {role, content} and every check of ``normalise`` before the completion's would pass.
+    """
+    out: list[Message] = []
+    expected, role = "user", None
+    for m in messages:
+        if type(m) is not dict or type(content := m.get("content")) is not str or m.get("tool_calls"):
+            return None
+        role = m.get("role")
+        if role == expected:
+            expected = "assistant" if expected == "user" else "user"
+        elif role != "system":
+            return None
+        out.append({"role": role, "content": content})
+    return out if role == "assistant" else None
 
 
 def check_alternation(merged: list[Message]) -> None:

@@ -77,6 +77,8 @@ GOOD = {"conversations": [{"role": "user", "content": "q"}, {"role": "assistant"
      "empty_completion", "empty"),
     ({"conversations": [{"role": "robot", "content": "q"}, {"role": "assistant", "content": "a"}], "label": True},
      "unknown_role", '"robot"'),
+    ({"conversations": [{"role": ["user"], "content": "q"}, {"role": "assistant", "content": "a"}], "label": True},
+     "unknown_role", '["user"]'),
     ({"conversations": [{"role": "user", "content": "q"}, {"role": "user", "content": "q2"},
                         {"role": "assistant", "content": "a"}], "label": True}, "roles_not_alternating", "turn 2"),
     ({"conversations": [{"role": "user", "content": "q"}, {"role": "tool", "content": "r"},
@@ -101,6 +103,15 @@ def test_each_error_kind_at_its_exact_line(tmp_path, bad, kind, says):
     assert report.rows == 2
     skipped = build_report(path, on_error="skip")
     assert skipped.skipped_lines == [3] and skipped.rows == 2
+
+
+def test_conversational_rows_without_any_message_are_a_row_error(tmp_path):
+    """Both lists empty was an IndexError that ended the whole check (a 500 at the API), not this row's error."""
+    path = write(tmp_path, [{"prompt": [{"role": "user", "content": "q"}],
+                             "completion": [{"role": "assistant", "content": "a"}], "label": True},
+                            {"prompt": [], "completion": [], "label": False}])
+    report = build_report(path)
+    assert report.error_counts == {"no_conversation": 1} and report.errors[0].line == 2 and report.rows == 1
 
 
 def test_non_utf8_and_oversize_lines_are_line_errors(tmp_path, monkeypatch):
