@@ -1,16 +1,17 @@
 """Queue overhead: the same KTO job run directly through the torch backend's train function, and through
-API → Redis → Celery → worker, side by side in one run.
+API → Redis → Celery → worker, side by side in one run, on builtin:smollm2-135m where its package is installed
+(else the tiny model; pick_model).
 
 Direct: a fresh Python process builds the job's context (a job record in the same Redis, the dataset file on
 disk) and calls ``ktoforge_worker.train.train`` — imports, model load, training, adapter saved, as a user's own
 script would. Through the system: POST /v1/jobs to a running local mode (idle worker) until the record says
 succeeded. Both are timed from the moment they are asked to start; runs alternate and the minimum of each is
 kept. Prints `queue_overhead_ratio` (system / direct) and, from the job's own events, where the extra time went:
-queue_wait_s (submit → running), startup_s (running → first step: imports, model load, dataset download),
-train_s (first → last step) and finish_s (last step → succeeded: artifact uploads).
-The step count starts at --steps; a run that trains for less than 30 s (a faster machine) is discarded and the
-count scaled up until training lasts 35 s or so.
-Run: .venv/bin/python bench/queue_overhead.py [--steps 700] [--repeats 2]
+queue_wait_s (submit → running), startup_s (running → the first logged step: imports, model load, dataset
+download, and the steps up to that log), train_s (first → last logged step) and finish_s (last step →
+succeeded: artifact uploads). The step count starts at --steps (default: the model's); a run that trains for
+less than 30 s (a faster machine) is discarded and the count scaled up until training lasts 35 s or so.
+Run: .venv/bin/python bench/queue_overhead.py [--steps N] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from ktoforge_worker.train import train
 hp = eval(sys.argv[2])
 settings = get_settings()
 store = JobStore.from_url(settings.redis_url)
-job, _ = store.create(JobCreate(dataset_id="0" * 64, hyperparameters=hp, lora=eval(sys.argv[4])))
+job, _ = store.create(JobCreate(dataset_id="0" * 64, model=sys.argv[5], hyperparameters=hp, lora=eval(sys.argv[4])))
 store.transition(job.id, JobStatus.running)
 root = Path(sys.argv[3])
 ctx = JobContext(store.get(job.id), store, settings, Path(sys.argv[1]), root / "output", root / "checkpoints")
@@ -55,19 +56,19 @@ assert (ctx.output_dir / "adapter_model.safetensors").exists()
 """
 
 
-def direct_run(env: dict[str, str], dataset: Path, hp: dict, folder: Path) -> float:
+def direct_run(env: dict[str, str], dataset: Path, model: str, hp: dict, folder: Path) -> float:
     """Wall time of a fresh process that trains the job through the backend's train function alone."""
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", DIRECT, str(dataset), repr(hp), str(folder), repr(LORA)], env=env, check=True,
-                   cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-c", DIRECT, str(dataset), repr(hp), str(folder), repr(LORA), model], env=env,
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
 
-def system_run(client, dataset_id: str, hp: dict) -> tuple[float, dict[str, float]]:
+def system_run(client, dataset_id: str, model: str, hp: dict) -> tuple[float, dict[str, float]]:
     """Submit → succeeded through the API, and the phases of that wall time read from the job's events."""
     t0 = time.time()
-    r = client.post("/v1/jobs", json={"dataset_id": dataset_id, "backend": "cuda", "hyperparameters": hp,
-                                      "lora": LORA})
+    r = client.post("/v1/jobs", json={"dataset_id": dataset_id, "model": model, "backend": "cuda",
+                                      "hyperparameters": hp, "lora": LORA})
     assert r.status_code == 201, r.text
     job = wait_status(client, r.json()["id"], {"succeeded", "failed"}, timeout=900)
     assert job["status"] == "succeeded", job
@@ -79,12 +80,27 @@ def system_run(client, dataset_id: str, hp: dict) -> tuple[float, dict[str, floa
     return job["finished_at"] - t0, phases
 
 
+def pick_model() -> tuple[str, int, int]:
+    """(model, steps to start with, logging_steps): the issue's builtin:smollm2-135m where its package is installed
+    (about 7 s a step here: 6 steps, each logged, so the phases are read off real steps), else the tiny model
+    (about 0.06 s a step: 700 steps, every tenth logged)."""
+    from ktoforge.builtin_model import builtin_path
+    from ktoforge.builtin_smollm2 import SMOLLM2, Smollm2Unavailable
+
+    try:
+        builtin_path(SMOLLM2, MODELS)
+        return SMOLLM2, 6, 1
+    except Smollm2Unavailable:
+        return "builtin:tiny-mistral", 700, 10
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=700,
-                        help="optimizer steps to start with: about 35 s of training on 2 idle cores here")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="optimizer steps to start with (default: the model's, about 35-40 s of training)")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    model, default_steps, logging_steps = pick_model()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         dataset = small_dataset(tmp_path, 64)
@@ -95,12 +111,12 @@ def main() -> None:
             with system.client() as client:
                 dataset_id = upload(client, dataset)
                 direct, through, phases = [], [], []
-                steps, runs = args.steps, 0
+                steps, runs = args.steps or default_steps, 0
                 while len(through) < args.repeats:
                     runs += 1
-                    hp = {**HP, "max_steps": steps, "save_steps": steps}
-                    direct.append(direct_run(env, dataset, hp, tmp_path / f"direct-{runs}"))
-                    wall, phase = system_run(client, dataset_id, hp)
+                    hp = {**HP, "max_steps": steps, "save_steps": steps, "logging_steps": logging_steps}
+                    direct.append(direct_run(env, dataset, model, hp, tmp_path / f"direct-{runs}"))
+                    wall, phase = system_run(client, dataset_id, model, hp)
                     through.append(wall)
                     phases.append(phase)
                     if phase["train_s"] < MIN_TRAIN_S:  # a faster machine: too little training to compare
