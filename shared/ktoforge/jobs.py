@@ -77,17 +77,19 @@ def _queued_index(backend: str) -> str:
     return _key("jobs", JobStatus.queued.value, backend)
 
 
-# Retry with backoff for ~30 s: a Redis restart (AOF reload) pauses callers instead of failing them.
-# Socket timeouts: a Redis that accepts but never answers must not hold a caller for ever (no command here
-# blocks on the server side). Shared by JobStore (threads) and JobReader (the API's event loop).
-CLIENT_OPTIONS: dict[str, Any] = {
-    "decode_responses": True, "health_check_interval": 10, "socket_keepalive": True, "socket_connect_timeout": 10,
-    "socket_timeout": 30, "retry_on_error": [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError]}
+def _client_options(retry_class: type) -> dict[str, Any]:
+    """The Redis client options of JobStore (threads, ``redis.retry.Retry``) and JobReader (the API's event loop,
+    ``redis.asyncio.retry.Retry``), made fresh for each client: redis.asyncio keeps ``retry_on_error`` by
+    reference in every connection, so no list here is shared.
 
-
-def _retry_policy() -> tuple[ExponentialBackoff, int]:
-    """(backoff, retries) of CLIENT_OPTIONS' retry: 12 tries, 0.25 s doubling to 4 s, about 30 s in all."""
-    return ExponentialBackoff(cap=4.0, base=0.25), 12
+    Retry with backoff for ~30 s (12 tries, 0.25 s doubling to 4 s): a Redis restart (AOF reload) pauses callers
+    instead of failing them. Socket timeouts: a Redis that accepts but never answers must not hold a caller for
+    ever (no command here blocks on the server side).
+    """
+    return {"decode_responses": True, "health_check_interval": 10, "socket_keepalive": True,
+            "socket_connect_timeout": 10, "socket_timeout": 30,
+            "retry": retry_class(ExponentialBackoff(cap=4.0, base=0.25), 12),
+            "retry_on_error": [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError]}
 
 
 def _record(job_id: str, raw: str | None) -> Job:
@@ -110,7 +112,7 @@ class JobReader:
     """The API's reads of job records on its event loop (redis.asyncio), with JobStore's keys and retries.
 
     Through JobStore, each read of ``GET /v1/jobs/{id}`` went to a thread and back: under load the hand-off
-    (a lock, a condition, the GIL passed twice) was a third of the API's time (bench/profiles/api_*.txt).
+    (a lock, a condition, the GIL passed twice) was 39 % of the API's samples (bench/profiles/api_*.txt).
     Awaited here, a Redis restart still pauses the request for up to ~30 s, without holding a thread or the
     loop. One per event loop: an asyncio connection belongs to the loop that opened it.
     """
@@ -120,8 +122,7 @@ class JobReader:
 
     @classmethod
     def from_url(cls, url: str) -> "JobReader":
-        return cls(redis.asyncio.Redis.from_url(url, retry=redis.asyncio.retry.Retry(*_retry_policy()),
-                                                **CLIENT_OPTIONS))
+        return cls(redis.asyncio.Redis.from_url(url, **_client_options(redis.asyncio.retry.Retry)))
 
     async def get(self, job_id: str) -> Job:
         return _record(job_id, await self.r.get(_key("job", job_id)))
@@ -144,7 +145,7 @@ class JobStore:
 
     @classmethod
     def from_url(cls, url: str) -> "JobStore":
-        return cls(redis.Redis.from_url(url, retry=Retry(*_retry_policy()), **CLIENT_OPTIONS))
+        return cls(redis.Redis.from_url(url, **_client_options(Retry)))
 
     # --- records -------------------------------------------------------------------------------
     def create(self, spec: JobCreate, idempotency_key: str | None = None) -> tuple[Job, bool]:

@@ -58,12 +58,12 @@ def test_two_workers_share_twenty_jobs_each_trained_once(system, small_dataset, 
                                  "-n", f"{name}@%h"], env=env,
                                 stdout=(tmp_path / f"{name}.log").open("wb"), stderr=subprocess.STDOUT)
                for name in ("first", "second")]
-    logs = "\n".join(str(tmp_path / f"{name}.log") for name in ("first", "second"))
     try:
         with client(system) as c:
             deadline = time.time() + 90
             while len(c.get("/readyz").json()["queues"]["mlx"]["workers"]) < 2:
-                assert time.time() < deadline and all(w.poll() is None for w in workers), logs
+                assert time.time() < deadline and all(w.poll() is None for w in workers), \
+                    "\n".join((tmp_path / f"{name}.log").read_text() for name in ("first", "second"))
                 time.sleep(0.5)
             dataset_id = upload(c, small_dataset)
             jobs = [c.post("/v1/jobs", json={"dataset_id": dataset_id, "backend": "mlx", "hyperparameters": TINY}
