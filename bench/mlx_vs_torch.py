@@ -6,8 +6,9 @@ mlx_over_torch_step_ratio (KTO step time, MLX / torch), mlx_kto_step_s and mlx_k
 step compiled, as the trainer runs it, and as it ran before), mlx_kto_gradient_free_share (the share of our
 step that its three gradient-free forwards take: reference on the batch and on the KL batch, policy on the KL
 batch; what dominates the step), mlx_kto_tokens_per_s, torch_kto_tokens_per_s.
-A step is forward + backward + AdamW update; each is warmed up, then the steps of a backend alternate and the
-median of each is taken. The MLX SFT step is compiled as mlx-lm's trainer compiles it.
+A step is forward + backward + AdamW update; each is warmed up, then all six steps, MLX's and torch's, alternate
+(so a change in the machine's load between the two backends' turns cannot move the ratio) and the median of each is
+taken. The MLX SFT step is compiled as mlx-lm's trainer compiles it.
 Run: .venv/bin/python bench/mlx_vs_torch.py [--rows 4] [--steps 15]
 """
 
@@ -141,9 +142,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         pair = make_pair(DATASET, model_dir, Path(out))
         kto, kto_uncompiled, sft, gradient_free, mt = mlx_steps(pair, args.rows)
-        mk, mu, ms, mf = median_times(kto, kto_uncompiled, sft, gradient_free, warmup=2, repeats=args.steps)
-        kto, sft, tt = torch_steps(pair, args.rows)
-        tk, ts = median_times(kto, sft, warmup=2, repeats=args.steps)
+        torch_kto, torch_sft, tt = torch_steps(pair, args.rows)
+        mk, mu, ms, mf, tk, ts = median_times(kto, kto_uncompiled, sft, gradient_free, torch_kto, torch_sft,
+                                              warmup=2, repeats=args.steps)
     print(f"mlx_kto_over_sft_ratio {mk / ms:.3f}")
     print(f"torch_kto_over_sft_ratio {tk / ts:.3f}")
     print(f"mlx_torch_step_ratio {(mk / ms) / (tk / ts):.3f}")  # what KTO adds in MLX over what it adds in TRL

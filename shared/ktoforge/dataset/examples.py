@@ -12,6 +12,7 @@ accepted.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ Message = dict[str, Any]
 READ_BLOCK = 1 << 16  # a block, its lines and their rows stay in a core's L2 cache: 1 MiB blocks cost a check 5-15 %
 MAX_LINE_BYTES = 16 << 20  # a longer line is refused: no single conversation is 16 MiB of text
 NOT_METADATA = frozenset({"conversations", "messages", "prompt", "completion", "label"})
+LISTED = frozenset({"conversations", "openai"})  # formats whose turns are one list: {key: [turns], "label"}
 TOO_DEEP = "JSON nested too deeply (about a thousand levels of [ or { or more); no row needs that"
 
 
@@ -60,20 +62,22 @@ def normalise(obj: Any, fmt: str | None = None, parsed_by_orjson: bool = False) 
     label = label_of(obj)
     raw = messages_of(obj, row_fmt)
     merged = plain_turns(raw)
+    plain = merged is not None
     if merged is None:  # not plain text turns that alternate (tool calls, errors...): checked turn by turn
         merged = _checked_turns(raw)
     completion = merged[-1]
     if not completion["content"].strip():
         raise RowError("empty_completion", "the last assistant turn is empty")
-    canonical = _orjson_canonical(obj) if parsed_by_orjson else None
-    if canonical is None:  # called from here, as before: a nesting near the limit fails (or not) as it did
-        canonical = json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()
     bad_args = 0
     for m in merged:
         if m["role"] == "assistant":
             bad_args += invalid_tool_args(m["content"])
+    if plain and parsed_by_orjson and len(obj) == 2 and row_fmt in LISTED and all([len(m) == 2 for m in raw]):
+        row_hash = _turns_hash(row_fmt, label, merged)
+    else:
+        row_hash = _row_hash(_canonical(obj, parsed_by_orjson))
     return Example(0, merged[:-1], completion, label, {k: v for k, v in obj.items() if k not in NOT_METADATA}, row_fmt,
-                   _row_hash(canonical), bad_args)
+                   row_hash, bad_args)
 
 
 def _checked_turns(raw: list[Any]) -> list[Message]:
@@ -94,6 +98,22 @@ def _row_hash(data: bytes) -> int:
     ``report.scan_parallel``), never stored, and this is several times cheaper than blake2b, which was a tenth
     of a check's time."""
     return hash(data) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _turns_hash(fmt: str, label: bool, turns: list[Message]) -> int:
+    """_row_hash's counterpart for the common row, {"conversations" or "messages": [{role, content}...], "label"}
+    with nothing else in it: such a row is fully told by its format, its label and its turns' texts, so those
+    are hashed where they lie, without writing the row out again as sorted JSON (the largest single cost of a
+    check after parsing). Rows equal as JSON are both of this shape or both not, so equal rows still get equal hashes."""
+    return hash((fmt, label, *[(m["role"], m["content"]) for m in turns])) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _canonical(obj: Any, parsed_by_orjson: bool) -> bytes:
+    """The row as JSON with sorted keys: equal for rows equal as JSON, whatever their key order or spacing."""
+    canonical = _orjson_canonical(obj) if parsed_by_orjson else None
+    if canonical is None:  # called from here, as before: a nesting near the limit fails (or not) as it did
+        canonical = json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()
+    return canonical
 
 
 def _orjson_canonical(obj: Any) -> bytes | None:
@@ -119,7 +139,7 @@ def iter_rows(path: str | Path, start: int = 0, end: int | None = None, fmt: str
     with open(path, "rb") as fh:
         for raw in _lines(fh, start, end):
             lineno += 1
-            if len(raw) >= MAX_LINE_BYTES:  # with its newline, over the limit
+            if len(raw) > MAX_LINE_BYTES:  # its newline counted
                 yield lineno, RowError("line_too_long", f"line is {len(raw) >> 20} MiB; the limit is "
                                        f"{MAX_LINE_BYTES >> 20} MiB per row")
                 continue
@@ -151,9 +171,12 @@ def iter_rows(path: str | Path, start: int = 0, end: int | None = None, fmt: str
 
 
 def _lines(fh: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
-    """The lines of ``fh`` from byte ``start`` to ``end`` (None: its end), without their newlines.
+    """The lines of ``fh`` from byte ``start`` to ``end`` (None: its end), each with its newline (the last one
+    may have none).
 
     Read in blocks and split in C: a file's lines one ``readline`` at a time were a tenth of a check's time.
+    A block's lines come from ``BytesIO.readlines``, which finds each newline with memchr: twice the speed of
+    ``bytes.split``, which compares byte by byte (measured: 0.29 against 0.63 µs a line).
     """
     fh.seek(start)
     left, rest = (None if end is None else end - start), b""
@@ -163,8 +186,8 @@ def _lines(fh: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
             break
         if left is not None:
             left -= len(block)
-        lines = (rest + block).split(b"\n")
-        rest = lines.pop()
+        lines = io.BytesIO(rest + block).readlines()
+        rest = lines.pop() if not lines[-1].endswith(b"\n") else b""
         yield from lines
     if rest:
         yield rest

@@ -92,32 +92,36 @@ def invalid_tool_args(text: str) -> int:
     """Tool calls in ``text`` (reference form) whose arguments are not one valid JSON value.
 
     The same matches as ``TOOL_CALL.finditer``, found faster: the regex is tried only where ``str.find`` sees
-    its literal start.
+    its literal start. Arguments written the reference way are one line: when the rest of that line is a
+    whole value for msgspec, they are valid, checked here in the loop (this runs for every assistant turn of
+    every check); any other case goes to ``_valid_json_prefix``.
     """
     bad, pos = 0, text.find("tool_call:")
     while pos >= 0:
         match = TOOL_CALL.match(text, pos)
-        if match and not _valid_json_prefix(text, match.end()):
-            bad += 1
-        pos = text.find("tool_call:", match.end() if match else pos + 1)
+        if match:
+            start = match.end()
+            end = text.find("\n", start)
+            try:
+                _RAW.decode(text[start:] if end < 0 else text[start:end])
+            except (msgspec.DecodeError, UnicodeEncodeError):
+                bad += not _valid_json_prefix(text, start)
+            pos = text.find("tool_call:", start)
+        else:
+            pos = text.find("tool_call:", pos + 1)
     return bad
 
 
 def _valid_json_prefix(text: str, start: int) -> bool:
-    """Whether one JSON value starts at ``start`` (what ``raw_decode`` accepts; text may follow it).
+    """Whether one JSON value starts at ``start`` (what ``raw_decode`` accepts; text may follow it), for
+    arguments whose line alone msgspec refused.
 
-    Arguments written the reference way are one line: when the rest of that line is a whole value for msgspec,
-    it is valid. msgspec checks it without building it (decoded as ``Raw``: 4x orjson, which built every
-    dict and list only to drop them; the largest cost of a check) and accepts nothing the standard library
-    refuses (NaN, escaped lone surrogates, trailing text: it refuses those). Otherwise the standard library
-    decides, in place (no copy of the rest of the text).
+    msgspec checks a line without building it (decoded as ``Raw``: 4x orjson, which built every dict and list
+    only to drop them; the largest cost of a check) and accepts nothing the standard library refuses (NaN,
+    escaped lone surrogates, trailing text: it refuses those; a lone surrogate itself raises
+    UnicodeEncodeError). So only what it refused comes here, and the standard library decides, in place (no
+    copy of the rest of the text).
     """
-    end = text.find("\n", start)
-    try:
-        _RAW.decode(text[start:] if end < 0 else text[start:end])
-        return True
-    except (msgspec.DecodeError, UnicodeEncodeError):  # the latter: a lone surrogate, which only json parsed
-        pass
     try:
         _DECODER.raw_decode(text, start)
         return True
