@@ -5,11 +5,13 @@ mlx_torch_step_ratio (the first over the second: KTO's relative cost in MLX agai
 mlx_over_torch_step_ratio (KTO step time, MLX / torch), mlx_kto_step_s and mlx_kto_step_uncompiled_s (our
 step compiled, as the trainer runs it, and as it ran before), mlx_kto_gradient_free_share (the share of our
 step that its three gradient-free forwards take: reference on the batch and on the KL batch, policy on the KL
-batch; what dominates the step), mlx_kto_tokens_per_s, torch_kto_tokens_per_s.
-A step is forward + backward + AdamW update; each is warmed up, then all six steps, MLX's and torch's, alternate
-(so a change in the machine's load between the two backends' turns cannot move the ratio) and the median of each is
-taken. The MLX SFT step is compiled as mlx-lm's trainer compiles it.
-Run: .venv/bin/python bench/mlx_vs_torch.py [--rows 4] [--steps 15]
+batch; what dominates the step), mlx_kto_tokens_per_s, torch_kto_tokens_per_s; then the same ratios with the
+job option precompute_ref_log_probs on both sides (TRL's precomputed batch; ours, precompute_references):
+mlx_precomputed_kto_over_sft_ratio, torch_precomputed_kto_over_sft_ratio, mlx_torch_precomputed_step_ratio,
+and mlx_precompute_ref_step_ratio (our step with the option on over off: precompute_ref.py's figure, on MLX).
+A step is forward + backward + AdamW update. The backends take turns, round after round, each turn warmed up first,
+and the median of each step is taken (median_times). The MLX SFT step is compiled as mlx-lm's trainer compiles it.
+Run: .venv/bin/python bench/mlx_vs_torch.py [--rows 4] [--rounds 5] [--steps 3]
 """
 
 from __future__ import annotations
@@ -28,27 +30,36 @@ MAX_LENGTH = 192
 sys.path.insert(0, str(ROOT))  # the parity fixtures build the same model pair the tests use
 
 
-def median_times(*steps: Callable[[], None], warmup: int, repeats: int) -> list[float]:
-    """Median time of each step function, all alternated step by step so load on shared cores hits each alike."""
-    for _ in range(warmup):
-        for step in steps:
-            step()
-    times: list[list[float]] = [[] for _ in steps]
-    for _ in range(repeats):
-        for step, out in zip(steps, times):
-            start = time.perf_counter()
-            step()
-            out.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+def median_times(*groups: tuple[Callable[[], None], ...], rounds: int, per_round: int) -> list[list[float]]:
+    """Median time of each step function of each group (a backend's steps), over ``rounds`` x ``per_round`` runs.
+
+    Each round runs every group in turn, so a change in the machine's load between the backends' turns hits
+    both alike. Inside a group the steps alternate. A group's first pass in a round is a warm-up, not timed: a
+    framework's threads and caches come back from the other framework's turn (measured: torch's KTO step
+    25 % slower right after an MLX step than after its own), which a training run, one framework throughout,
+    never pays.
+    """
+    times = [[[] for _ in group] for group in groups]
+    for _ in range(rounds):
+        for group, out in zip(groups, times):
+            for step in group:
+                step()
+            for _ in range(per_round):
+                for step, samples in zip(group, out):
+                    start = time.perf_counter()
+                    step()
+                    samples.append(time.perf_counter() - start)
+    return [[statistics.median(t) for t in group] for group in times]
 
 
-MlxSteps = tuple[Callable[[], None], Callable[[], None], Callable[[], None], Callable[[], None], int]
+Steps = dict[str, Callable[[], None]]
 
 
-def mlx_steps(pair, rows: int) -> MlxSteps:
-    """(our KTO step as the trainer runs it — compiled —, the same step uncompiled as it was before, mlx-lm's
-    LoRA SFT step compiled as mlx-lm's trainer compiles it, the step's gradient-free forwards alone, compiled,
-    tokens in the batch)."""
+def mlx_steps(pair, rows: int) -> tuple[Steps, int]:
+    """(the steps by name, tokens in the batch): ``kto``, our KTO step as the trainer runs it (compiled);
+    ``kto_uncompiled``, the same step as it ran before; ``sft``, mlx-lm's LoRA SFT step compiled as mlx-lm's
+    trainer compiles it; ``gradient_free``, the step's gradient-free forwards alone; ``kto_precomputed``, our
+    KTO step with the reference logps precomputed (the job option precompute_ref_log_probs)."""
     from functools import partial
 
     import mlx.core as mx
@@ -58,7 +69,7 @@ def mlx_steps(pair, rows: int) -> MlxSteps:
 
     from ktoforge_mlx.data import collate
     from ktoforge_mlx.kto import KTOSettings, fixed_terms, kto_loss
-    from ktoforge_mlx.trainer import CompiledStep, bucketed
+    from ktoforge_mlx.trainer import CompiledStep, bucketed, precompute_references
 
     model = pair.mlx_model
     model.train()
@@ -82,6 +93,11 @@ def mlx_steps(pair, rows: int) -> MlxSteps:
     def kto_step() -> None:
         compiled_kto([batch], 1e-4)
 
+    references = precompute_references(model, lambda i: batch, cfg, 1)
+
+    def kto_precomputed_step() -> None:
+        compiled_kto([batch], 1e-4, references)
+
     def kto_uncompiled_step() -> None:  # the loop before the compiled step: eval between passes, per call grad
         fixed = fixed_terms(model, batch, cfg)
         mx.eval(fixed)
@@ -97,14 +113,15 @@ def mlx_steps(pair, rows: int) -> MlxSteps:
     def gradient_free_step() -> None:  # the compiled step's own gradient-free pass
         mx.eval(compiled_kto.reference(prepared))
 
-    return kto_step, kto_uncompiled_step, sft_step, gradient_free_step, sum(full_lens)
+    return {"kto": kto_step, "kto_uncompiled": kto_uncompiled_step, "sft": sft_step,
+            "gradient_free": gradient_free_step, "kto_precomputed": kto_precomputed_step}, sum(full_lens)
 
 
-def torch_steps(pair, rows: int) -> tuple[Callable[[], None], Callable[[], None], int]:
-    """(TRL's KTO training step, a plain LoRA SFT step on the same PEFT model, tokens in the batch)."""
+def torch_steps(trainer) -> Steps:
+    """``kto``, TRL's KTO training step, and ``sft``, a plain LoRA SFT step on the same PEFT model, each on the
+    trainer's first batch (which holds the precomputed reference logps when its KTOConfig asks for them)."""
     import torch
 
-    trainer = pair.trainer
     model = trainer.model
     model.train()
     batch = next(iter(trainer.get_train_dataloader()))
@@ -123,13 +140,18 @@ def torch_steps(pair, rows: int) -> tuple[Callable[[], None], Callable[[], None]
         opt.step()
         opt.zero_grad()
 
-    return kto_step, sft_step, int(batch["attention_mask"].sum())
+    return {"kto": kto_step, "sft": sft_step}
+
+
+def torch_tokens(trainer) -> int:
+    return int(next(iter(trainer.get_train_dataloader()))["attention_mask"].sum())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4, help="rows per batch")
-    parser.add_argument("--steps", type=int, default=15, help="timed steps of each kind (after 2 warm-up steps)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds: each backend's turn once in each")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps of each kind per round (after a warm-up)")
     args = parser.parse_args()
 
     import torch
@@ -140,20 +162,30 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model_dir = builtin_path(TINY_MISTRAL, ROOT / "var" / "models")
     with tempfile.TemporaryDirectory() as out:
-        pair = make_pair(DATASET, model_dir, Path(out))
-        kto, kto_uncompiled, sft, gradient_free, mt = mlx_steps(pair, args.rows)
-        torch_kto, torch_sft, tt = torch_steps(pair, args.rows)
-        mk, mu, ms, mf, tk, ts = median_times(kto, kto_uncompiled, sft, gradient_free, torch_kto, torch_sft,
-                                              warmup=2, repeats=args.steps)
-    print(f"mlx_kto_over_sft_ratio {mk / ms:.3f}")
-    print(f"torch_kto_over_sft_ratio {tk / ts:.3f}")
-    print(f"mlx_torch_step_ratio {(mk / ms) / (tk / ts):.3f}")  # what KTO adds in MLX over what it adds in TRL
-    print(f"mlx_over_torch_step_ratio {mk / tk:.3f}")
-    print(f"mlx_kto_step_s {mk:.4f}")
-    print(f"mlx_kto_step_uncompiled_s {mu:.4f}")
-    print(f"mlx_kto_gradient_free_share {mf / mk:.3f}")
-    print(f"mlx_kto_tokens_per_s {mt / mk:.1f}")
-    print(f"torch_kto_tokens_per_s {tt / tk:.1f}")
+        pair = make_pair(DATASET, model_dir, Path(out) / "each_step")
+        precomputing = make_pair(DATASET, model_dir, Path(out) / "precomputed", precompute_ref_log_probs=True)
+        mlx, mt = mlx_steps(pair, args.rows)
+        torch_ = torch_steps(pair.trainer)
+        torch_["kto_precomputed"] = torch_steps(precomputing.trainer)["kto"]
+        tt = torch_tokens(pair.trainer)
+        m, t = [dict(zip(steps, times)) for steps, times in
+                zip((mlx, torch_), median_times(tuple(mlx.values()), tuple(torch_.values()),
+                                                rounds=args.rounds, per_round=args.steps))]
+    mlx_ratio, torch_ratio = m["kto"] / m["sft"], t["kto"] / t["sft"]
+    print(f"mlx_kto_over_sft_ratio {mlx_ratio:.3f}")
+    print(f"torch_kto_over_sft_ratio {torch_ratio:.3f}")
+    print(f"mlx_torch_step_ratio {mlx_ratio / torch_ratio:.3f}")  # what KTO adds in MLX over what it adds in TRL
+    print(f"mlx_over_torch_step_ratio {m['kto'] / t['kto']:.3f}")
+    print(f"mlx_kto_step_s {m['kto']:.4f}")
+    print(f"mlx_kto_step_uncompiled_s {m['kto_uncompiled']:.4f}")
+    print(f"mlx_kto_gradient_free_share {m['gradient_free'] / m['kto']:.3f}")
+    print(f"mlx_kto_tokens_per_s {mt / m['kto']:.1f}")
+    print(f"torch_kto_tokens_per_s {tt / t['kto']:.1f}")
+    mlx_pre, torch_pre = m["kto_precomputed"] / m["sft"], t["kto_precomputed"] / t["sft"]
+    print(f"mlx_precomputed_kto_over_sft_ratio {mlx_pre:.3f}")  # precompute_ref_log_probs on, both backends
+    print(f"torch_precomputed_kto_over_sft_ratio {torch_pre:.3f}")
+    print(f"mlx_torch_precomputed_step_ratio {mlx_pre / torch_pre:.3f}")
+    print(f"mlx_precompute_ref_step_ratio {m['kto_precomputed'] / m['kto']:.3f}")  # precompute_ref.py's, on MLX
 
 
 if __name__ == "__main__":

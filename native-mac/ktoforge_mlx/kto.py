@@ -160,26 +160,39 @@ def _stacked(a: mx.array, b: mx.array) -> mx.array:
     return mx.concatenate([pad(a), pad(b)], axis=0)
 
 
-def fixed_terms(model: nn.Module, batch: Batch, cfg: KTOSettings) -> dict[str, mx.array]:
-    """What needs no gradient: reference logps of the batch and the clamped KL estimate.
-
-    Computed outside the differentiated function so their graphs are freed before the backward pass.
-    The reference sees the batch and the KL batch stacked in one forward (the KL rows' positions shifted by n).
-    """
+def reference_logps(model: nn.Module, batch: Batch, cfg: KTOSettings) -> dict[str, mx.array]:
+    """The reference model's logps of the batch (``ref_logps``) and, for ``kto``, of the KL batch
+    (``ref_KL_logps``): TRL's names. The two batches go through one forward, stacked (the KL rows' positions
+    shifted by n). Fixed for the whole run (the reference never trains), so a job may compute them once,
+    before the first step (precompute_ref_log_probs; ktoforge_mlx.trainer.precompute_references)."""
     batch = with_positions(batch)
     n = batch["input_ids"].shape[0]
     if not cfg.calculate_kl:
         with lora_disabled(model):
-            return {"ref_logps": sequence_logps(model, batch["input_ids"], batch["positions"]),
-                    "kl": mx.array(0.0)}
+            return {"ref_logps": sequence_logps(model, batch["input_ids"], batch["positions"])}
     kl_positions = batch["KL_positions"]
     shifted = mx.concatenate([kl_positions[:1] + n, kl_positions[1:]], axis=0)
     with lora_disabled(model):
         ref = sequence_logps(model, _stacked(batch["input_ids"], batch["KL_input_ids"]),
                              mx.concatenate([batch["positions"], shifted], axis=1))
-    kl_policy = sequence_logps(model, batch["KL_input_ids"], kl_positions)
-    kl = mx.maximum(mx.mean(kl_policy - ref[n:]), 0.0)
-    return {"ref_logps": ref[:n], "kl": kl}
+    return {"ref_logps": ref[:n], "ref_KL_logps": ref[n:]}
+
+
+def fixed_terms(model: nn.Module, batch: Batch, cfg: KTOSettings,
+                reference: dict[str, mx.array] | None = None) -> dict[str, mx.array]:
+    """What needs no gradient: reference logps of the batch and the clamped KL estimate.
+
+    Computed outside the differentiated function so their graphs are freed before the backward pass.
+    ``reference`` is reference_logps(model, batch, cfg), computed here when not given (not precomputed); the
+    policy's logps of the KL batch change every step, so they are always computed here.
+    """
+    batch = with_positions(batch)
+    reference = reference_logps(model, batch, cfg) if reference is None else reference
+    if not cfg.calculate_kl:
+        return {"ref_logps": reference["ref_logps"], "kl": mx.array(0.0)}
+    kl_policy = sequence_logps(model, batch["KL_input_ids"], batch["KL_positions"])
+    kl = mx.maximum(mx.mean(kl_policy - reference["ref_KL_logps"]), 0.0)
+    return {"ref_logps": reference["ref_logps"], "kl": kl}
 
 
 def kto_loss(model: nn.Module, batch: Batch, cfg: KTOSettings,

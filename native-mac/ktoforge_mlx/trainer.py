@@ -26,7 +26,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from ktoforge_mlx.kto import (Batch, KTOSettings, average_metrics, batch_metrics, fixed_terms, kto_loss,
-                              lora_layers, with_positions)
+                              lora_layers, reference_logps, with_positions)
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -134,8 +134,8 @@ class CompiledStep:
     micro-batch gradient and the update each ``mx.compile``-d with the model, optimizer and random state (the
     random state makes LoRA dropout draw a new mask on each call instead of one traced into the graph).
 
-    Two evaluations per micro-batch: the gradient-free passes (reference, and the policy on the KL batch), then
-    the gradient. One graph for both would keep the gradient-free passes' logits alive through the backward
+    Two evaluations per micro-batch: the gradient-free passes (reference, and the policy on the KL batch; only
+    the latter when the reference logps were precomputed: ``policy_kl``), then the gradient. One graph for both would keep the gradient-free passes' logits alive through the backward
     pass: measured on CPU, 11 batch-sized float32 logits arrays at the peak instead of 4, which for Mistral-7B
     at batch 2 x 1024 tokens is 1.9 GB more (tests/mlx/test_fit.py). The gradient pass evaluates the loss and
     the metrics before the gradients: in the other order the metrics' logits stay alive through the whole
@@ -157,6 +157,10 @@ class CompiledStep:
             return fixed_terms(model, batch, cfg)  # no gradient flows through it (stop_gradient in kto_loss)
 
         @partial(mx.compile, inputs=state, outputs=state)
+        def policy_kl(batch: Batch, reference: dict[str, mx.array]) -> dict[str, mx.array]:
+            return fixed_terms(model, batch, cfg, reference)  # the reference logps given: precomputed
+
+        @partial(mx.compile, inputs=state, outputs=state)
         def micro(batch: Batch, fixed: dict[str, mx.array], previous: Any,
                   scale: float) -> tuple[mx.array, dict[str, mx.array], Any]:
             (loss, aux), grads = loss_and_grad(model, batch, fixed)
@@ -169,14 +173,16 @@ class CompiledStep:
             optimizer.update(model, clipped)
             return norm
 
-        self.reference, self.micro, self.update = reference, micro, update
+        self.reference, self.policy_kl, self.micro, self.update = reference, policy_kl, micro, update
 
-    def __call__(self, batches: list[Batch], lr: float) -> tuple[float, list[dict[str, float]]]:
-        """(pre-clip gradient norm, each micro-batch's TRL metrics) of one step over ``batches``."""
+    def __call__(self, batches: list[Batch], lr: float,
+                 references: list[dict[str, mx.array]] | None = None) -> tuple[float, list[dict[str, float]]]:
+        """(pre-clip gradient norm, each micro-batch's TRL metrics) of one step over ``batches``; ``references``:
+        their precomputed reference logps (precompute_references), or None to compute them in the step."""
         self.optimizer.learning_rate = lr
         grads, sums = None, []
-        for batch in map(bucketed, batches):
-            fixed = self.reference(batch)
+        for i, batch in enumerate(map(bucketed, batches)):
+            fixed = self.reference(batch) if references is None else self.policy_kl(batch, references[i])
             mx.eval(fixed)
             loss, aux, grads = self.micro(batch, fixed, grads, 1.0 / len(batches))
             mx.eval(loss, aux, grads)
@@ -184,6 +190,25 @@ class CompiledStep:
         norm = self.update(grads)
         mx.eval(self.model.state, self.optimizer.state, norm)
         return norm.item(), [batch_metrics(loss.item(), {k: v.item() for k, v in aux.items()}) for loss, aux in sums]
+
+
+def precompute_references(model: nn.Module, get_batch: Callable[[int], Batch], cfg: KTOSettings, num_batches: int,
+                          should_stop: Callable[[], bool] = lambda: False) -> list[dict[str, mx.array]] | None:
+    """kto.reference_logps of each dataloader batch of an epoch, in order: TRL's precompute_ref_log_probs, whose
+    pass runs the batches its sequential sampler then trains on (the KL pairs are fixed within a batch). Each
+    step then runs one gradient-free forward (the policy on the KL batch) instead of two, for one pass over the
+    data up front. Compiled like the step's own reference pass; None if ``should_stop`` says so between two
+    batches (a cancel during a long pass)."""
+    state = [model.state]
+    compiled = mx.compile(lambda batch: reference_logps(model, batch, cfg), inputs=state, outputs=state)
+    references = []
+    for i in range(num_batches):
+        if should_stop():
+            return None
+        reference = compiled(bucketed(get_batch(i)))
+        mx.eval(reference)
+        references.append(reference)
+    return references
 
 
 def evaluate(model: nn.Module, batches: list[Batch], cfg: KTOSettings, num_tokens: int = 0) -> dict[str, float]:
@@ -280,14 +305,15 @@ def train(model: nn.Module, optimizer: optim.Optimizer, get_batch: Callable[[int
           plan: Plan, report: Report, should_stop: Callable[[], bool] = lambda: False,
           checkpoint_root: Path | None = None, start_step: int = 0,
           on_checkpoint: Callable[[Path, int], None] = lambda folder, step: None,
-          eval_batches: list[Batch] | None = None) -> int:
+          eval_batches: list[Batch] | None = None, references: list[dict[str, mx.array]] | None = None) -> int:
     """Optimizer steps ``start_step`` … ``plan.max_steps``; returns the last completed step. What it reports
     is named as ktoforge.metrics declares (TRAIN_LOG and EVAL_LOG, plus tokens_per_s).
 
     ``get_batch(i)`` returns dataloader batch ``i`` of an epoch (as data.collate makes it). Logs every
     ``logging_steps``, at the end and at a stop. Evaluates ``eval_batches`` every ``save_steps`` and at the end
     of a completed run, not after a stop. Checkpoints every ``save_steps`` and at a stop, each then passed to
-    ``on_checkpoint``; ``should_stop`` is checked after every step (cancel, lost lease).
+    ``on_checkpoint``; ``should_stop`` is checked after every step (cancel, lost lease). ``references``: the
+    reference logps of batch ``i`` at ``references[i]`` (precompute_references), or None: computed each step.
     """
     model.train()
     compiled = CompiledStep(model, optimizer, cfg, plan.max_grad_norm)
@@ -295,7 +321,8 @@ def train(model: nn.Module, optimizer: optim.Optimizer, get_batch: Callable[[int
     while step < plan.max_steps:
         batches = [get_batch(i) for i in plan.batch_indices(step)]
         lr = plan.learning_rate * plan.lr_factor(step)
-        grad_norm, metrics = compiled(batches, lr)
+        refs = None if references is None else [references[i] for i in plan.batch_indices(step)]
+        grad_norm, metrics = compiled(batches, lr, refs)
         step += 1
         window.add(metrics, sum(int(b["lengths"].sum().item()) for b in batches))
         stopping = should_stop()

@@ -14,6 +14,7 @@ mlx-lm adapter as mlx_adapter.tar (adapters.safetensors + adapter_config.json: `
 from __future__ import annotations
 
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,13 +125,33 @@ def run_loop(ctx: JobContext, prepared: Prepared) -> Outcome:
     if (resume := ctx.latest_checkpoint()) is not None:
         start = load_checkpoint(resume[1], run.loaded.model, optimizer)
         ctx.log("resuming from checkpoint", resumed_from_step=start)
+    references = None
+    if ctx.job.hyperparameters.precompute_ref_log_probs:
+        references = precompute(ctx, run)
+        if references is None:
+            return ctx.outcome(start)
     step = train_loop(run.loaded.model, optimizer, run.get_batch, run.kto, run.plan, ctx.report,
                       should_stop=ctx.should_stop, checkpoint_root=ctx.checkpoint_dir, start_step=start,
-                      on_checkpoint=ctx.checkpoint_saved, eval_batches=run.eval_batches)
+                      on_checkpoint=ctx.checkpoint_saved, eval_batches=run.eval_batches, references=references)
     outcome = ctx.outcome(step)
     if isinstance(outcome, Completed):
         save_artifacts(ctx, run)
     return outcome
+
+
+def precompute(ctx: JobContext, run: MLXRun) -> list[Any] | None:
+    """The job's precompute_ref_log_probs: the reference logps of every training batch, before the first step
+    (again on a resume: the reference is the base model, so they come out the same). Logged before and after,
+    since a large dataset makes this pass minutes long with no step to show; None if stopped during it."""
+    from ktoforge_mlx.trainer import precompute_references
+
+    started = time.monotonic()
+    ctx.log("computing the reference log-probs of every training batch", batches=run.plan.num_batches)
+    references = precompute_references(run.loaded.model, run.get_batch, run.kto, run.plan.num_batches,
+                                       should_stop=ctx.should_stop)
+    if references is not None:
+        ctx.log("reference log-probs computed", seconds=round(time.monotonic() - started, 1))
+    return references
 
 
 def save_artifacts(ctx: JobContext, run: MLXRun) -> None:

@@ -55,11 +55,11 @@ class Hyperparameters(BaseModel):
     logging_steps: int = Field(1, ge=1, le=10_000, description="Emit metrics every this many optimizer steps.")
     gradient_checkpointing: bool = Field(True, description="Trade compute for memory (needed for 7B on 8 GB).")
     precompute_ref_log_probs: bool = Field(
-        False, description="TRL's precompute_ref_log_probs (torch worker only; a job placed on the mlx queue is "
-        "refused): the reference model's log-probabilities are computed once, over the whole dataset, before the "
-        "first step, and each step then skips the reference forward passes (about 30 % less time per step, "
-        "bench/precompute_ref.py). It pays for jobs of about one epoch or more; a short max_steps run pays the "
-        "pass over the whole dataset up front and saves little.")
+        False, description="TRL's precompute_ref_log_probs, on both backends: the reference model's "
+        "log-probabilities are computed once, over the whole training set, before the first step, and each step "
+        "then skips the reference forward passes (bench/precompute_ref.py: about 30 % less time per step on "
+        "torch, MLX's figure beside it). It pays for jobs of about one epoch or more; a short max_steps run pays "
+        "the pass over the whole training set up front and saves little.")
     eval_fraction: float = Field(0.0, ge=0, lt=0.5, description="Share of rows held out (stratified) for evaluation.")
     optim: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit",
                    "paged_adamw_32bit"] = Field(

@@ -94,19 +94,15 @@ def test_presets_list_their_estimate(client) -> None:
     assert bad.status_code == 422 and "unknown preset 'nope'" in bad.text
 
 
-def test_precompute_ref_log_probs_is_refused_on_the_mlx_queue_and_queued_on_cuda(client, dataset_id) -> None:
-    """TRL's option has no MLX counterpart: a job that would train on the mlx queue is refused at submit, with
-    the field named, whether the body chose the queue or "auto" placed it there."""
+def test_precompute_ref_log_probs_is_queued_on_either_backend(client, dataset_id) -> None:
+    """Both workers honour the option (TRL's on torch, precompute_references on MLX): a job asking for it is
+    queued whichever queue the body names or "auto" picks, and the option reaches the stored job."""
     option = {"hyperparameters": {"precompute_ref_log_probs": True}}
-    for backend in ("mlx", "auto"):
-        if backend == "auto":
-            announce("mlx", "mlx@mac", MAC)
-        refused = submit(client, dataset_id, model="builtin:tiny-mistral", backend=backend, **option)
-        assert refused["http"] == 422, refused
-        (error,) = refused["detail"]
-        assert error["loc"] == ["body", "hyperparameters", "precompute_ref_log_probs"]
-        assert "mlx" in error["msg"] and "backend 'cuda'" in error["msg"]
-    queued = submit(client, dataset_id, model="builtin:tiny-mistral", backend="cuda", **option)
-    assert queued["http"] == 201 and queued["hyperparameters"]["precompute_ref_log_probs"] is True
+    announce("mlx", "mlx@mac", MAC)
+    for backend in ("mlx", "auto", "cuda"):
+        queued = submit(client, dataset_id, model="builtin:tiny-mistral", backend=backend, **option)
+        assert queued["http"] == 201, queued
+        assert queued["hyperparameters"]["precompute_ref_log_probs"] is True
+        assert queued["backend"] == ("mlx" if backend == "auto" else backend)
     plain = submit(client, dataset_id, model="builtin:tiny-mistral", backend="mlx")
     assert plain["http"] == 201 and plain["hyperparameters"]["precompute_ref_log_probs"] is False

@@ -78,20 +78,26 @@ def test_first_batch_equals_trl(pair_factory, loss_type: str) -> None:
     assert max(np.abs(g).max() for g in trl_grads.values()) > 1e-3  # gradients are not trivially zero
 
 
-def test_ten_adam_steps_equal_trl(pair_factory) -> None:
-    """TRL's trainer.train() and ours, 10 AdamW steps with accumulation and clipping: same LoRA weights."""
+@pytest.mark.parametrize("precompute", [False, True], ids=["reference_each_step", "precomputed_reference"])
+def test_ten_adam_steps_equal_trl(pair_factory, precompute: bool) -> None:
+    """TRL's trainer.train() and ours, 10 AdamW steps with accumulation and clipping: same LoRA weights; also
+    with precompute_ref_log_probs (TRL's pass before training against ours, precompute_references)."""
     from ktoforge_mlx.data import batches, collate
     from ktoforge_mlx.kto import KTOSettings
-    from ktoforge_mlx.trainer import Plan, make_optimizer, train
+    from ktoforge_mlx.trainer import Plan, make_optimizer, precompute_references, train
 
-    pair = pair_factory(max_steps=10, learning_rate=1e-2, gradient_accumulation_steps=2, beta=0.1)
+    pair = pair_factory(max_steps=10, learning_rate=1e-2, gradient_accumulation_steps=2, beta=0.1,
+                        precompute_ref_log_probs=precompute)
     pair.trainer.train()
     trl_logs = [h for h in pair.trainer.state.log_history if "kl" in h]
 
     chunks = [collate(b, pad_id=0, max_length=MAX_LENGTH) for b in batches(pair.mlx_rows, BATCH)]
     plan = Plan.of(len(chunks), 2, epochs=1.0, max_steps=10, learning_rate=1e-2, lr_scheduler_type="constant")
+    cfg = KTOSettings(beta=0.1)
+    references = precompute_references(pair.mlx_model, chunks.__getitem__, cfg, len(chunks)) if precompute else None
     logs: list[dict] = []
-    steps = train(pair.mlx_model, make_optimizer(plan), chunks.__getitem__, KTOSettings(beta=0.1), plan, logs.append)
+    steps = train(pair.mlx_model, make_optimizer(plan), chunks.__getitem__, cfg, plan, logs.append,
+                  references=references)
 
     assert steps == 10 and len(logs) == len(trl_logs) == 10
     for ours, theirs in zip(logs, trl_logs):

@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.mlx.conftest import context
 
@@ -139,6 +140,30 @@ def test_two_jobs_with_the_same_seed_report_identical_metrics(make_job) -> None:
         runs.append(logged_values(root))
     assert [m["step"] for m in runs[0]] == [1, 2, 2, 3, 3]  # evals at save_steps and at the end
     assert runs[0] == runs[1]
+
+
+def test_precomputed_reference_logps_give_the_run_that_computes_them_each_step(make_job) -> None:
+    """precompute_ref_log_probs on MLX: one pass over the training batches before the first step (logged), then
+    the same run as the job that computes them in every step: the same losses, KL and rewards at every log, its
+    evaluations included. The LoRA dropout is on: neither pass draws from it (the reference has no adapter),
+    so both runs draw the same masks."""
+    from ktoforge_mlx.worker import train
+
+    runs = []
+    for name, precompute in (("each_step", False), ("precomputed", True)):
+        store, job_id, dataset, root = make_job(name, eval_fraction=0.25, save_steps=2, gradient_checkpointing=False,
+                                                precompute_ref_log_probs=precompute)
+        train(context(store, job_id, dataset, root))
+        runs.append(logged_values(root))
+        logs = [e.data for e in store.events(job_id, None, 1000) if e.type == "log"]
+        computed = [log for log in logs if log["message"] == "reference log-probs computed"]
+        assert len(computed) == int(precompute), logs
+    each_step, precomputed = runs
+    assert [m["step"] for m in precomputed] == [m["step"] for m in each_step] == [1, 2, 2, 3, 3]
+    for ours, theirs in zip(precomputed, each_step):
+        assert ours.keys() == theirs.keys()
+        for key, value in theirs.items():
+            assert ours[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (key, ours, theirs)
 
 
 def test_the_mac_worker_uses_public_mlx_lm_apis_only() -> None:

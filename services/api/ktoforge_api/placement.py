@@ -115,7 +115,6 @@ def place(spec: JobCreate, workers: dict[str, list[dict[str, Any]]], settings: S
         raise _refusal(spec, found)
     chosen = fitting[0] if fitting else (found[0] if found else None)
     backend = spec.backend if spec.backend != "auto" else (chosen.queue if chosen else "cuda")
-    check_backend_options(spec, backend)
     notes = []
     if not found:
         notes.append(f"no live worker on queue {backend} yet: the job waits for one, and its memory was not "
@@ -131,16 +130,6 @@ def place(spec: JobCreate, workers: dict[str, list[dict[str, Any]]], settings: S
     elif chosen and chosen.estimate is None and chosen.worker.get("device"):
         notes.append(f"no memory estimate: the shape of {spec.model} is not known without downloading it")
     return Placement(backend, warnings, notes, chosen.estimate.as_gb() if chosen and chosen.estimate else None)
-
-
-def check_backend_options(spec: JobCreate, backend: str) -> None:
-    """422 for an option the chosen backend does not have: refused at submit, not after a model download."""
-    if backend == "mlx" and spec.hyperparameters.precompute_ref_log_probs:
-        placed = "this job was placed on the mlx queue; " if spec.backend == "auto" else ""
-        raise unprocessable(["body", "hyperparameters", "precompute_ref_log_probs"],
-                            "precompute_ref_log_probs is an option of TRL's trainer (the torch worker of the cuda "
-                            f"queue); the mlx backend runs the reference pass every step: {placed}send backend "
-                            "'cuda', or leave the option out")
 
 
 def range_warnings(spec: JobCreate) -> list[str]:
