@@ -166,6 +166,24 @@ def test_precomputed_reference_logps_give_the_run_that_computes_them_each_step(m
             assert ours[key] == pytest.approx(value, rel=1e-5, abs=1e-6), (key, ours, theirs)
 
 
+def test_a_cancel_during_the_precompute_pass_stops_the_job_before_any_step(make_job) -> None:
+    """The pass over the training set can take minutes on a large one: a cancel is seen between its batches, and
+    the job stops there, with no step trained, no checkpoint and no adapter."""
+    from ktoforge.backend import Stopped
+    from ktoforge_mlx.worker import train
+
+    store, job_id, dataset, root = make_job("cancelled", precompute_ref_log_probs=True)
+    store.request_cancel(job_id)
+    outcome = train(context(store, job_id, dataset, root))
+    assert isinstance(outcome, Stopped) and outcome.step == 0
+    assert list(store.iter_metrics(job_id)) == []
+    logs = [e.data["message"] for e in store.events(job_id, None, 100) if e.type == "log"]
+    assert "computing the reference log-probs of every training batch" in logs
+    assert "reference log-probs computed" not in logs
+    assert not list((root / "checkpoints").glob("checkpoint-*"))
+    assert not (root / "output" / "adapter_model.safetensors").exists()
+
+
 def test_the_mac_worker_uses_public_mlx_lm_apis_only() -> None:
     source = (ROOT_DIR / "native-mac" / "ktoforge_mlx" / "worker.py").read_text()
     assert "_download" not in source and "._tokenizer" not in source
