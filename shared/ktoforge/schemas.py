@@ -58,8 +58,8 @@ class Hyperparameters(BaseModel):
         False, description="TRL's precompute_ref_log_probs, on both backends: the reference model's "
         "log-probabilities are computed once, over the whole training set, before the first step, and each step "
         "then skips the reference forward passes (bench/precompute_ref.py: about 30 % less time per step on "
-        "torch, MLX's figure beside it). It pays for jobs of about one epoch or more; a short max_steps run pays "
-        "the pass over the whole training set up front and saves little.")
+        "torch, MLX's figure beside it). It pays for jobs of one epoch or more: a shorter one pays the pass over the "
+        "whole training set up front and saves less than that, which the submit response warns about.")
     eval_fraction: float = Field(0.0, ge=0, lt=0.5, description="Share of rows held out (stratified) for evaluation.")
     optim: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit",
                    "paged_adamw_32bit"] = Field(

@@ -104,5 +104,21 @@ def test_precompute_ref_log_probs_is_queued_on_either_backend(client, dataset_id
         assert queued["http"] == 201, queued
         assert queued["hyperparameters"]["precompute_ref_log_probs"] is True
         assert queued["backend"] == ("mlx" if backend == "auto" else backend)
+        assert not any("precompute_ref_log_probs" in w for w in queued["warnings"] or [])  # one epoch: it pays
     plain = submit(client, dataset_id, model="builtin:tiny-mistral", backend="mlx")
     assert plain["http"] == 201 and plain["hyperparameters"]["precompute_ref_log_probs"] is False
+
+
+def test_precompute_on_a_run_shorter_than_an_epoch_is_queued_with_a_warning(client, dataset_id) -> None:
+    """10 steps of 2 rows on the reference file's 1000: the pass over every row would cost more than it saves."""
+    hp = {"precompute_ref_log_probs": True, "max_steps": 10, "per_device_train_batch_size": 2,
+          "gradient_accumulation_steps": 1}
+    short = submit(client, dataset_id, model="builtin:tiny-mistral", backend="cuda", hyperparameters=hp)
+    assert short["http"] == 201, short
+    (warning,) = [w for w in short["warnings"] if "precompute_ref_log_probs" in w]
+    assert "all 1000 training rows" in warning and "about 2% of an epoch" in warning
+    events = client.get(f"/v1/jobs/{short['id']}/events").json()["items"]
+    assert any(e["type"] == "warning" and e["data"]["message"] == warning for e in events)
+    halves = {**hp, "max_steps": -1, "num_train_epochs": 0.5, "eval_fraction": 0.2}
+    half = submit(client, dataset_id, model="builtin:tiny-mistral", backend="cuda", hyperparameters=halves)
+    assert any("all 800 training rows" in w and "about 50% of an epoch" in w for w in half["warnings"]), half

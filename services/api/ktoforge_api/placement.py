@@ -143,6 +143,25 @@ def range_warnings(spec: JobCreate) -> list[str]:
     return out
 
 
+def precompute_warnings(spec: JobCreate, rows: int) -> list[str]:
+    """precompute_ref_log_probs pays over full epochs only: its pass runs the reference over every training row
+    once, where the steps would have run it over the rows the job trains on. A job that trains on less than an
+    epoch does more reference work with it than without: said at submit (the option stays as asked)."""
+    hp = spec.hyperparameters
+    train_rows = rows - round(rows * hp.eval_fraction)
+    if not hp.precompute_ref_log_probs or train_rows <= 0:
+        return []
+    if hp.max_steps > 0:
+        epochs = hp.max_steps * hp.per_device_train_batch_size * hp.gradient_accumulation_steps / train_rows
+    else:
+        epochs = hp.num_train_epochs
+    if epochs >= 1:
+        return []
+    return [f"precompute_ref_log_probs runs the reference model over all {train_rows} training rows before the "
+            f"first step, and this job trains on about {epochs:.0%} of an epoch: that pass costs more than the "
+            "steps save (it pays from one epoch on)"]
+
+
 def record_warnings(store: JobStore, job: Job, placement: Placement) -> Job:
     """All kept on the record (the response shows them); the job's own also as warning events (the CLI's bar
     shows those)."""

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from ktoforge.ids import DATASET_ID, check_job_id, is_job_id
+from ktoforge.schemas import DatasetReport
 
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CHECKPOINT = re.compile(r"checkpoint-(\d+)\.tar")
@@ -59,6 +60,10 @@ class Storage:
 
     def dataset_report(self, dataset_id: str) -> Path:
         return self.datasets / f"{dataset_id}.json"
+
+    def rows(self, dataset_id: str) -> int:
+        """The usable rows of a stored dataset, from its report."""
+        return DatasetReport.model_validate_json(self.dataset_report(dataset_id).read_bytes()).rows
 
     def has_dataset(self, dataset_id: str) -> bool:
         return bool(DATASET_ID.fullmatch(dataset_id)) and self.dataset_report(dataset_id).exists()

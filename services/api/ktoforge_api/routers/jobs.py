@@ -12,7 +12,7 @@ from ktoforge.queue import enqueue
 from ktoforge.schemas import Job, JobCreate, JobPage, JobStatus
 from ktoforge_api.deps import CeleryDep, JobDep, ReaderDep, SettingsDep, StorageDep, StoreDep, require_user
 from ktoforge_api.errors import unprocessable
-from ktoforge_api.placement import place, record_warnings
+from ktoforge_api.placement import place, precompute_warnings, record_warnings
 from ktoforge_api.quotas import check_quotas
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_user)])
@@ -41,6 +41,8 @@ def create_job(
     except ModelError as exc:
         raise unprocessable(["body", "model"], str(exc))
     placement = place(spec, store.workers(), settings)  # will it fit? and backend "auto" (ktoforge_api.placement)
+    if spec.hyperparameters.precompute_ref_log_probs:  # reads the dataset's report: only for those who ask
+        placement.warnings += precompute_warnings(spec, storage.rows(spec.dataset_id))
     spec = spec.model_copy(update={"backend": placement.backend})
     try:
         job, created = store.create(spec, idempotency_key)
