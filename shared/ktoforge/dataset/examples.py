@@ -36,7 +36,7 @@ Message = dict[str, Any]
 READ_BLOCK = 1 << 16  # a block, its lines and their rows stay in a core's L2 cache: 1 MiB blocks cost a check 5-15 %
 MAX_LINE_BYTES = 16 << 20  # a longer line is refused: no single conversation is 16 MiB of text
 NOT_METADATA = frozenset({"conversations", "messages", "prompt", "completion", "label"})
-LISTED = frozenset({"conversations", "openai"})  # formats whose turns are one list: {key: [turns], "label"}
+LISTED = {"conversations": "conversations", "openai": "messages"}  # formats whose turns are one list: their key
 TOO_DEEP = "JSON nested too deeply (about a thousand levels of [ or { or more); no row needs that"
 
 
@@ -72,8 +72,9 @@ def normalise(obj: Any, fmt: str | None = None, parsed_by_orjson: bool = False) 
     for m in merged:
         if m["role"] == "assistant":
             bad_args += invalid_tool_args(m["content"])
-    if plain and parsed_by_orjson and len(obj) == 2 and row_fmt in LISTED and all([len(m) == 2 for m in raw]):
-        row_hash = _turns_hash(row_fmt, label, merged)
+    scalars = _scalar_metadata(obj, LISTED[row_fmt]) if plain and parsed_by_orjson and row_fmt in LISTED else None
+    if scalars is not None and all([len(m) == 2 for m in raw]):
+        row_hash = _turns_hash(row_fmt, label, scalars, merged)
     else:
         row_hash = _row_hash(_canonical(obj, parsed_by_orjson))
     return Example(0, merged[:-1], completion, label, {k: v for k, v in obj.items() if k not in NOT_METADATA}, row_fmt,
@@ -100,12 +101,32 @@ def _row_hash(data: bytes) -> int:
     return hash(data) & 0xFFFF_FFFF_FFFF_FFFF
 
 
-def _turns_hash(fmt: str, label: bool, turns: list[Message]) -> int:
-    """_row_hash's counterpart for the common row, {"conversations" or "messages": [{role, content}...], "label"}
-    with nothing else in it: such a row is fully told by its format, its label and its turns' texts, so those
-    are hashed where they lie, without writing the row out again as sorted JSON (the largest single cost of a
-    check after parsing). Rows equal as JSON are both of this shape or both not, so equal rows still get equal hashes."""
-    return hash((fmt, label, *[(m["role"], m["content"]) for m in turns])) & 0xFFFF_FFFF_FFFF_FFFF
+def _turns_hash(fmt: str, label: bool, scalars: tuple[tuple[str, str, Any], ...], turns: list[Message]) -> int:
+    """_row_hash's counterpart for the common row: {"conversations" or "messages": [{role, content}...], "label"}
+    and top-level fields whose values are scalars (an id, a source...: ``_scalar_metadata``). Such a row is fully
+    told by its format, its label, those fields and its turns' texts, so those are hashed where they lie,
+    without writing the row out again as sorted JSON (the largest single cost of a check after parsing). Rows
+    equal as JSON are both of this shape or both not, so equal rows still get equal hashes."""
+    return hash((fmt, label, scalars, *[(m["role"], m["content"]) for m in turns])) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+SCALAR_TAGS = {str: "s", int: "i", bool: "b", type(None): "n"}  # JSON's 1, 1.0, true and "1" differ: so do the tags
+
+
+def _scalar_metadata(obj: dict[str, Any], turns_key: str) -> tuple[tuple[str, str, Any], ...] | None:
+    """The row's fields other than its turns (``turns_key``) and label, as sorted (name, type tag, value), when
+    each value is a scalar (a float by its repr: -0.0 is not 0.0 in JSON); None when one is a list or an object."""
+    fields = []
+    for key, value in obj.items():
+        if key == turns_key or key == "label":
+            continue
+        tag = SCALAR_TAGS.get(type(value))
+        if tag is None:
+            if type(value) is not float:
+                return None
+            tag, value = "f", repr(value)
+        fields.append((key, tag, value))
+    return tuple(sorted(fields))
 
 
 def _canonical(obj: Any, parsed_by_orjson: bool) -> bytes:

@@ -32,6 +32,19 @@ ROWS = [
     conv(("system", "s"), *PAIR),
     conv(*PAIR, id=1),
     conv(*PAIR, id=2),
+    conv(*PAIR, id=1.0),
+    conv(*PAIR, id=True),
+    conv(*PAIR, id="1"),
+    conv(*PAIR, id=None),
+    conv(*PAIR, id=0.0),
+    conv(*PAIR, id=-0.0),
+    conv(*PAIR, id=1, source="a"),
+    conv(*PAIR, id=1, source="b"),
+    conv(*PAIR, source=1, id="a"),
+    conv(*PAIR, id={"n": 1}),
+    conv(*PAIR, id=[1]),
+    conv(*PAIR, prompt="extra"),
+    conv(*PAIR, messages="extra"),
     conv(*PAIR, key="messages"),
     {"conversations": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "name": "x"}],
      "label": True},
@@ -41,6 +54,11 @@ ROWS = [
     {"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}],
      "label": True},
 ]
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equal as JSON texts say: Python's == also takes 1 for 1.0 and True, and 0.0 for -0.0."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def spelled_otherwise(row: dict[str, Any]) -> bytes:
@@ -61,7 +79,7 @@ def test_hashes_are_equal_exactly_for_rows_equal_as_json():
                                   else "completion"] != [] and not _empty_completion(r)]
     hashes = [row_hash(orjson.dumps(r)) for r in usable]
     for (i, a), (j, b) in combinations(enumerate(usable), 2):
-        assert (hashes[i] == hashes[j]) == (a == b), (a, b)
+        assert (hashes[i] == hashes[j]) == (json_equal(a, b)), (a, b)
     for row, expected in zip(usable, hashes):
         assert row_hash(spelled_otherwise(row)) == expected, row
 
