@@ -3,11 +3,13 @@
 Streams the file line by line (bytes) so memory stays flat on large files and a non-UTF-8 byte is an
 error of its line, not of the file.
 
-Lines are parsed, and rows hashed, with orjson (3-5x the standard library's speed: parsing and hashing were
-most of a dataset check's time, bench/dataset_bench.py), straight from the line's bytes: orjson accepts only
-valid UTF-8. A line orjson refuses is decoded and parsed again by the standard library, which decides as it
-always did: its error message is the row's, and what it alone accepts (NaN, integers past 64 bits) is still
-accepted.
+Lines are parsed with orjson (3-5x the standard library's speed: parsing and hashing were most of a dataset
+check's time, bench/dataset_bench.py), straight from the line's bytes: orjson accepts only valid UTF-8. A line
+orjson refuses is decoded and parsed again by the standard library, which decides as it always did: its error
+message is the row's, and what it alone accepts (NaN, Infinity) is still accepted. orjson reads an integer past
+64 bits as a float: only metadata (never trained on) or an OpenAI tool call whose arguments are an object rather
+than a string can hold one; there it is written as that float, and rows that differ only past a float's
+precision count as duplicates.
 """
 
 from __future__ import annotations
