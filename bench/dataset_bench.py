@@ -1,7 +1,7 @@
 """Dataset validation speed and memory: our streamed report vs `datasets.load_dataset("json")`, same file.
 
 Generates a 100k-row file from the reference dataset (datasets/ in the repository), measures both side by side in
-one run (alternated, best of 3 each), and prints one `name value` line per figure. A large file is checked by
+one run (alternated, best of 5 each), and prints one `name value` line per figure. A large file is checked by
 one process per core (ktoforge.dataset.parallel); `dataset_validate_one_process_rows_per_s` is the rate of one.
 Peak memory is measured in a fresh child process: tracemalloc's peak of Python allocations in that process
 during validation, and the peak growth of its resident memory plus what its part processes hold privately,
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "datasets" / "syngen_toolset_v1.0.0_claude.jsonl"
 MODELS = ROOT / "var" / "models"
 ROWS = 100_000
-REPEATS = 3
+REPEATS = 5
 
 CHILD = """
 import sys, threading, time, tracemalloc

@@ -38,7 +38,8 @@ Message = dict[str, Any]
 READ_BLOCK = 1 << 16  # a block, its lines and their rows stay in a core's L2 cache: 1 MiB blocks cost a check 5-15 %
 MAX_LINE_BYTES = 16 << 20  # a longer line is refused: no single conversation is 16 MiB of text
 NOT_METADATA = frozenset({"conversations", "messages", "prompt", "completion", "label"})
-LISTED = {"conversations": "conversations", "openai": "messages"}  # formats whose turns are one list: their key
+LISTED = frozenset({"conversations", "openai"})  # formats whose turns are one list: {key: [turns], "label", ...}
+MASK_64 = 0xFFFF_FFFF_FFFF_FFFF  # a hash as the unsigned 64 bits the scan's arrays hold
 TOO_DEEP = "JSON nested too deeply (about a thousand levels of [ or { or more); no row needs that"
 
 
@@ -54,6 +55,7 @@ class Example:
     format: str = "conversations"
     row_hash: int = 0  # of the row's content: equal for exact duplicates (within one process: _row_hash)
     invalid_tool_args: int = 0
+    prompt_hash: int = 0  # of the prompt turns: equal for equal prompts (conflicting labels), within one process
 
 
 def normalise(obj: Any, fmt: str | None = None, parsed_by_orjson: bool = False) -> Example:
@@ -74,13 +76,17 @@ def normalise(obj: Any, fmt: str | None = None, parsed_by_orjson: bool = False) 
     for m in merged:
         if m["role"] == "assistant":
             bad_args += invalid_tool_args(m["content"])
-    scalars = _scalar_metadata(obj, LISTED[row_fmt]) if plain and parsed_by_orjson and row_fmt in LISTED else None
-    if scalars is not None and all([len(m) == 2 for m in raw]):
-        row_hash = _turns_hash(row_fmt, label, scalars, merged)
+    metadata = {k: v for k, v in obj.items() if k not in NOT_METADATA}
+    prompt = tuple([(m["role"], m["content"]) for m in merged[:-1]])
+    prompt_hash = hash(prompt)
+    # the turns hash where the row is its turns (each just {role, content}), its label and scalar metadata
+    scalars = _scalars(metadata) if plain and parsed_by_orjson and row_fmt in LISTED \
+        and len(obj) == len(metadata) + 2 and all([len(m) == 2 for m in raw]) else None
+    if scalars is not None:
+        row_hash = _turns_hash(row_fmt, label, scalars, prompt_hash, completion["content"])
     else:
         row_hash = _row_hash(_canonical(obj, parsed_by_orjson))
-    return Example(0, merged[:-1], completion, label, {k: v for k, v in obj.items() if k not in NOT_METADATA}, row_fmt,
-                   row_hash, bad_args)
+    return Example(0, merged[:-1], completion, label, metadata, row_fmt, row_hash, bad_args, prompt_hash & MASK_64)
 
 
 def _checked_turns(raw: list[Any]) -> list[Message]:
@@ -100,28 +106,28 @@ def _row_hash(data: bytes) -> int:
     is compared only with rows of the same check (whose worker processes share their parent's key: see
     ``report.scan_parallel``), never stored, and this is several times cheaper than blake2b, which was a tenth
     of a check's time."""
-    return hash(data) & 0xFFFF_FFFF_FFFF_FFFF
+    return hash(data) & MASK_64
 
 
-def _turns_hash(fmt: str, label: bool, scalars: tuple[tuple[str, str, Any], ...], turns: list[Message]) -> int:
+def _turns_hash(fmt: str, label: bool, scalars: tuple[tuple[str, str, Any], ...], prompt_hash: int,
+                completion: str) -> int:
     """_row_hash's counterpart for the common row: {"conversations" or "messages": [{role, content}...], "label"}
-    and top-level fields whose values are scalars (an id, a source...: ``_scalar_metadata``). Such a row is fully
-    told by its format, its label, those fields and its turns' texts, so those are hashed where they lie,
-    without writing the row out again as sorted JSON (the largest single cost of a check after parsing). Rows
-    equal as JSON are both of this shape or both not, so equal rows still get equal hashes."""
-    return hash((fmt, label, scalars, *[(m["role"], m["content"]) for m in turns])) & 0xFFFF_FFFF_FFFF_FFFF
+    and top-level fields whose values are scalars (an id, a source...: ``_scalars``). Such a row is fully told
+    by its format, its label, those fields, its prompt turns (``prompt_hash``: their roles and texts) and its
+    completion's text, so those are hashed where they lie, without writing the row out again as sorted JSON (the
+    largest single cost of a check after parsing). Rows equal as JSON are both of this shape or both not, so
+    equal rows still get equal hashes."""
+    return hash((fmt, label, scalars, prompt_hash, completion)) & MASK_64
 
 
 SCALAR_TAGS = {str: "s", int: "i", bool: "b", type(None): "n"}  # JSON's 1, 1.0, true and "1" differ: so do the tags
 
 
-def _scalar_metadata(obj: dict[str, Any], turns_key: str) -> tuple[tuple[str, str, Any], ...] | None:
-    """The row's fields other than its turns (``turns_key``) and label, as sorted (name, type tag, value), when
-    each value is a scalar (a float by its repr: -0.0 is not 0.0 in JSON); None when one is a list or an object."""
+def _scalars(metadata: dict[str, Any]) -> tuple[tuple[str, str, Any], ...] | None:
+    """The row's other fields, as sorted (name, type tag, value), when each value is a scalar (a float by its
+    repr: -0.0 is not 0.0 in JSON); None when one is a list or an object."""
     fields = []
-    for key, value in obj.items():
-        if key == turns_key or key == "label":
-            continue
+    for key, value in metadata.items():
         tag = SCALAR_TAGS.get(type(value))
         if tag is None:
             if type(value) is not float:

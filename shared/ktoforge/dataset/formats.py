@@ -181,7 +181,8 @@ def plain_turns(messages: list[Any]) -> list[Message] | None:
     row, which ``turns`` and ``check_alternation`` then check one step at a time, telling its error.
 
     Exact: such turns merge with nothing (only tool calls and results merge), so ``turns`` would copy each
-    as {role, content} and every check of ``normalise`` before the completion's would pass.
+    as {role, content} and every check of ``normalise`` before the completion's would pass. A turn that is
+    already just {role, content} is kept as parsed, not copied (nothing changes a row's turns after this).
     """
     out: list[Message] = []
     expected, role = "user", None
@@ -193,7 +194,7 @@ def plain_turns(messages: list[Any]) -> list[Message] | None:
             expected = "assistant" if expected == "user" else "user"
         elif role != "system":
             return None
-        out.append({"role": role, "content": content})
+        out.append(m if len(m) == 2 else {"role": role, "content": content})
     return out if role == "assistant" else None
 
 

@@ -125,7 +125,7 @@ class Tally:
         self.lines.append(ex.line)
         self.label_bits.append(ex.label)
         self.row_hashes.append(ex.row_hash)
-        self.prompt_hashes.append(_prompt_hash(ex))
+        self.prompt_hashes.append(ex.prompt_hash)
         self.chars[ex.label].append(len(ex.completion["content"]) + sum([len(m["content"]) for m in ex.prompt]))
 
     def extend(self, part: Tally, offset: int) -> None:
@@ -222,9 +222,3 @@ class Scan:
 
 def _percentile(ordered: list[int], q: float) -> int:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0
-
-
-def _prompt_hash(ex: Example) -> int:
-    """64 bits equal for equal prompts, within one check (Python's keyed hash: see examples._row_hash); the
-    turns' texts are hashed where they lie, not copied into one string first."""
-    return hash(tuple([(m["role"], m["content"]) for m in ex.prompt])) & 0xFFFF_FFFF_FFFF_FFFF
