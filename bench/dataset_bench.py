@@ -3,6 +3,9 @@
 Generates a 100k-row file from the reference dataset (datasets/ in the repository), measures both side by side in
 one run (alternated, best of 5 each), and prints one `name value` line per figure. A large file is checked by
 one process per core (ktoforge.dataset.parallel); `dataset_validate_one_process_rows_per_s` is the rate of one.
+The CPU time each takes per row (dataset_cpu_us_per_row, hf_load_dataset_cpu_us_per_row, and their ratio,
+dataset_cpu_vs_load_dataset_ratio) says how much of the wall-time ratio rests on our second core: load_dataset
+runs on about one core (its threads' CPU time is close to its wall time), our check on all of them.
 Peak memory is measured in a fresh child process: tracemalloc's peak of Python allocations in that process
 during validation, and the peak growth of its resident memory plus what its part processes hold privately,
 sampled every 10 ms. Flat memory means the 100k-row peak stays close to the 10k-row one, and far below the
@@ -12,6 +15,7 @@ file's size.
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -92,6 +96,19 @@ def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     return result, time.perf_counter() - t0
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process (its threads included) and of its ended children (the check's part processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed_cpu(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """(result, wall seconds, CPU seconds): load_dataset's threads and our part processes both counted."""
+    c0 = cpu_seconds()
+    result, seconds = timed(fn, *args, **kwargs)
+    return result, seconds, cpu_seconds() - c0
+
+
 def main() -> None:
     from datasets import disable_progress_bars, load_dataset
 
@@ -103,15 +120,17 @@ def main() -> None:
     model = builtin_path("builtin:tiny-mistral", MODELS)
     with tempfile.TemporaryDirectory() as tmp:
         path, small = make_file(Path(tmp), ROWS), make_file(Path(tmp), ROWS // 10)
-        ours, theirs = [], []
+        ours, theirs, ours_cpu, theirs_cpu = [], [], [], []
         for i in range(REPEATS):  # alternated, so that load on the shared cores hits both alike; best of each
-            report, seconds = timed(build_report, path)
+            report, seconds, cpu = timed_cpu(build_report, path)
             assert report.rows == ROWS
             ours.append(seconds)
-            hf, seconds = timed(load_dataset, "json", data_files=str(path), split="train",
-                                cache_dir=str(Path(tmp) / f"hf-cache-{i}"))  # a fresh cache: parsed each time
+            ours_cpu.append(cpu)
+            hf, seconds, cpu = timed_cpu(load_dataset, "json", data_files=str(path), split="train",
+                                         cache_dir=str(Path(tmp) / f"hf-cache-{i}"))  # a fresh cache: parsed each time
             assert len(hf) == ROWS
             theirs.append(seconds)
+            theirs_cpu.append(cpu)
         with_tokens, ours_tokens = timed(build_report, small, model_dir=model)  # the rate; 10k rows suffice
         assert with_tokens.stats["tokens"]["max"] > 0
         print(f"dataset_rows {ROWS}")
@@ -122,6 +141,9 @@ def main() -> None:
         print(f"dataset_validate_with_tokens_rows_per_s {with_tokens.rows / ours_tokens:.0f}")
         print(f"hf_load_dataset_rows_per_s {ROWS / min(theirs):.0f}")
         print(f"dataset_vs_load_dataset_ratio {min(theirs) / min(ours):.2f}")
+        print(f"dataset_cpu_us_per_row {min(ours_cpu) / ROWS * 1e6:.2f}")  # both processes' CPU time
+        print(f"hf_load_dataset_cpu_us_per_row {min(theirs_cpu) / ROWS * 1e6:.2f}")
+        print(f"dataset_cpu_vs_load_dataset_ratio {min(theirs_cpu) / min(ours_cpu):.2f}")  # work per row: theirs/ours
         for rows, file in ((ROWS // 10, small), (ROWS, path)):
             tag = f"{rows // 1000}k"
             traced, rss = peak_memory_mib(file, False)
