@@ -135,7 +135,8 @@ class CompiledStep:
     random state makes LoRA dropout draw a new mask on each call instead of one traced into the graph).
 
     Two evaluations per micro-batch: the gradient-free passes (reference, and the policy on the KL batch; only
-    the latter when the reference logps were precomputed: ``policy_kl``), then the gradient. One graph for both would keep the gradient-free passes' logits alive through the backward
+    the latter when the reference logps were precomputed: ``policy_kl``), then the gradient. One graph for both
+    would keep the gradient-free passes' logits alive through the backward
     pass: measured on CPU, 11 batch-sized float32 logits arrays at the peak instead of 4, which for Mistral-7B
     at batch 2 x 1024 tokens is 1.9 GB more (tests/mlx/test_fit.py). The gradient pass evaluates the loss and
     the metrics before the gradients: in the other order the metrics' logits stay alive through the whole
