@@ -1,0 +1,84 @@
+"""Where an MLX forward's time goes, on the tiny model and batch of bench/mlx_vs_torch.py: what
+mlx_kto_gradient_free_share is made of, and why batching the gradient-free forwards cannot shrink it.
+
+Prints, each the median of 20 compiled runs: the completion logps of 1, 4, 8 and 12 rows (ms a row: constant
+means no per-call overhead is left to batch away), then one layer's parts on 4 rows (attention, its fused
+scaled-dot-product attention with and without the causal mask, the MLP, the LM head on the completion positions,
+the log-softmax's logsumexp).
+Run: .venv/bin/python bench/profile_mlx.py [--out bench/profiles/mlx_forward.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LENGTH, PROMPT = 192, 40  # the bench's max_length; a prompt of the reference rows' size under the tiny tokenizer
+
+
+def median_ms(fn: Callable, *args) -> float:  # type: ignore[type-arg]
+    import mlx.core as mx
+
+    compiled = mx.compile(fn)
+    mx.eval(compiled(*args))
+    times = []
+    for _ in range(20):
+        start = time.perf_counter()
+        mx.eval(compiled(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="also write the lines to this file")
+    args = parser.parse_args()
+
+    import mlx.core as mx
+    import mlx_lm
+
+    from ktoforge.builtin_model import TINY_MISTRAL, builtin_path
+    from ktoforge_mlx.kto import completion_positions, sequence_logps
+
+    model, _ = mlx_lm.load(str(builtin_path(TINY_MISTRAL, ROOT / "var" / "models")))
+    lines = [f"# MLX forward on the CPU, tiny model (hidden {model.args.hidden_size}, "
+             f"{len(model.model.layers)} layers), {LENGTH} tokens a row; median of 20 compiled runs"]
+    for rows in (1, 4, 8, 12):
+        ids = mx.random.randint(0, model.args.vocab_size, (rows, LENGTH))
+        mask = mx.concatenate([mx.zeros((rows, PROMPT)), mx.ones((rows, LENGTH - PROMPT))], axis=1)
+        ms = median_ms(lambda i, p: sequence_logps(model, i, p), ids, completion_positions(mask))
+        lines.append(f"completion logps, {rows:2d} rows: {ms:7.1f} ms, {ms / rows:5.1f} ms a row")
+    rows, layer = 4, model.model.layers[0]
+    heads, kv_heads = model.args.num_attention_heads, model.args.num_key_value_heads
+    dim = model.args.hidden_size // heads
+    x = mx.random.normal((rows, LENGTH, model.args.hidden_size))
+    q = mx.random.normal((rows, heads, LENGTH, dim))
+    k, v = mx.random.normal((rows, kv_heads, LENGTH, dim)), mx.random.normal((rows, kv_heads, LENGTH, dim))
+    hidden = mx.random.normal((rows * (LENGTH - PROMPT), model.args.hidden_size))
+    head = model.model.embed_tokens.as_linear if not hasattr(model, "lm_head") else model.lm_head
+    parts = {
+        "attention (norm, projections, sdpa)": (lambda h: layer.self_attn(layer.input_layernorm(h), mask="causal"), x),
+        "  of which sdpa, causal mask": (lambda a, b, c: mx.fast.scaled_dot_product_attention(
+            a, b, c, scale=dim ** -0.5, mask="causal"), q, k, v),
+        "  sdpa, no mask (for comparison)": (lambda a, b, c: mx.fast.scaled_dot_product_attention(
+            a, b, c, scale=dim ** -0.5), q, k, v),
+        "mlp (norm, gate, up, down)": (lambda h: layer.mlp(layer.post_attention_layernorm(h)), x),
+        "lm head, completion positions": (head, hidden),
+        "logsumexp over the vocabulary": (lambda z: mx.logsumexp(z, axis=-1),
+                                          mx.random.normal((hidden.shape[0], model.args.vocab_size))),
+    }
+    lines.append(f"one layer's parts on {rows} rows:")
+    for name, (fn, *inputs) in parts.items():
+        lines.append(f"  {name:38s} {median_ms(fn, *inputs):7.2f} ms")
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
