@@ -61,9 +61,9 @@ class Storage:
     def dataset_report(self, dataset_id: str) -> Path:
         return self.datasets / f"{dataset_id}.json"
 
-    def rows(self, dataset_id: str) -> int:
-        """The usable rows of a stored dataset, from its report."""
-        return DatasetReport.model_validate_json(self.dataset_report(dataset_id).read_bytes()).rows
+    def report(self, dataset_id: str) -> DatasetReport:
+        """A stored dataset's report (what its upload returned)."""
+        return DatasetReport.model_validate_json(self.dataset_report(dataset_id).read_bytes())
 
     def has_dataset(self, dataset_id: str) -> bool:
         return bool(DATASET_ID.fullmatch(dataset_id)) and self.dataset_report(dataset_id).exists()

@@ -77,7 +77,7 @@ async def upload_dataset(
 def get_dataset(dataset_id: str, storage: StorageDep) -> DatasetReport:
     if not storage.has_dataset(dataset_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"dataset {dataset_id} not found")
-    return DatasetReport.model_validate_json(storage.dataset_report(dataset_id).read_text())
+    return storage.report(dataset_id)
 
 
 def _validate(path: Path, model: str, settings: Settings, max_length: int, on_error: str) -> DatasetReport:
