@@ -26,6 +26,14 @@ def emit(name: str, value: float, fmt: str = ".3f") -> None:
     print(f"{name} {value:{fmt}}", flush=True)
 
 
+def publish(text: str, out: Path | None) -> None:
+    """A profile script's report: printed, and written to ``out`` (bench/profiles/...) when given."""
+    print(text, end="" if text.endswith("\n") else "\n")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100): with 50 samples p99 is the largest but none, not an interpolation."""
     ordered = sorted(values)

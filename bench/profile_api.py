@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from api_throughput import start_api, stored_jobs, wrk
+from harness import publish
 
 from tests.conftest import RedisServer
 
@@ -108,9 +109,7 @@ def main() -> None:
             proc.wait(10)
             server.stop()
         text = summarise(raw, Path(env["GC_STATS"]), since, rps, p99, args.title or f"API profile ({args.code or 'this tree'})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 from dataset_bench import make_file
+from harness import publish
 
 ROWS = 30_000
 
@@ -67,10 +68,7 @@ def main() -> None:
         reading = us_per_row(read)
         lines.append(f"    of which reading lines                   {reading:5.2f} us")
         lines.append(f"    of which parsing them with orjson        {us_per_row(parse) - reading:5.2f} us")
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.out:
-        args.out.write_text(text)
+    publish("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

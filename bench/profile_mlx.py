@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from harness import ROOT, publish
+
 LENGTH, PROMPT = 192, 40  # the bench's max_length; a prompt of the reference rows' size under the tiny tokenizer
 
 
@@ -74,10 +75,7 @@ def main() -> None:
     lines.append(f"one layer's parts on {rows} rows:")
     for name, (fn, *inputs) in parts.items():
         lines.append(f"  {name:38s} {median_ms(fn, *inputs):7.2f} ms")
-    text = "\n".join(lines) + "\n"
-    print(text, end="")
-    if args.out:
-        args.out.write_text(text)
+    publish("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":
