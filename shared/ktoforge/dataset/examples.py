@@ -77,8 +77,8 @@ def normalise(obj: Any, fmt: str | None = None, parsed_by_orjson: bool = False) 
         if m["role"] == "assistant":
             bad_args += invalid_tool_args(m["content"])
     metadata = {k: v for k, v in obj.items() if k not in NOT_METADATA}
-    prompt = tuple([(m["role"], m["content"]) for m in merged[:-1]])
-    prompt_hash = hash(prompt)
+    prompt = merged[:-1]
+    prompt_hash = hash(tuple([(m["role"], m["content"]) for m in prompt]))
     # the turns hash where the row is its turns (each just {role, content}), its label and scalar metadata
     scalars = _scalars(metadata) if plain and parsed_by_orjson and row_fmt in LISTED \
         and len(obj) == len(metadata) + 2 and all([len(m) == 2 for m in raw]) else None
@@ -86,7 +86,7 @@ def normalise(obj: Any, fmt: str | None = None, parsed_by_orjson: bool = False) 
         row_hash = _turns_hash(row_fmt, label, scalars, prompt_hash, completion["content"])
     else:
         row_hash = _row_hash(_canonical(obj, parsed_by_orjson))
-    return Example(0, merged[:-1], completion, label, metadata, row_fmt, row_hash, bad_args, prompt_hash & MASK_64)
+    return Example(0, prompt, completion, label, metadata, row_fmt, row_hash, bad_args, prompt_hash & MASK_64)
 
 
 def _checked_turns(raw: list[Any]) -> list[Message]:
