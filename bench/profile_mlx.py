@@ -4,7 +4,8 @@ mlx_kto_gradient_free_share is made of, and why batching the gradient-free forwa
 Prints, each the median of 20 compiled runs: the completion logps of 1, 4, 8 and 12 rows (ms a row: constant
 means no per-call overhead is left to batch away), then one layer's parts on 4 rows (attention, its fused
 scaled-dot-product attention with and without the causal mask, the MLP, the LM head on the completion positions,
-the log-softmax's logsumexp).
+the log-softmax's logsumexp), then the gradient-free forward of 8 rows in one call against the CPU's chunks
+(kto.chunked_forward), the two alternated, median and minimum of 20 runs each.
 Run: .venv/bin/python bench/profile_mlx.py [--out bench/profiles/mlx_forward.txt]
 """
 
@@ -34,6 +35,23 @@ def median_ms(fn: Callable, *args) -> float:  # type: ignore[type-arg]
     return statistics.median(times) * 1000
 
 
+def alternated_ms(fns: list[Callable], *args, runs: int = 20) -> list[tuple[float, float]]:  # type: ignore[type-arg]
+    """(median, minimum) ms of each function, compiled, the functions taking turns run after run: a change in the
+    machine's load hits all of them alike."""
+    import mlx.core as mx
+
+    compiled = [mx.compile(fn) for fn in fns]
+    for fn in compiled:
+        mx.eval(fn(*args))
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, out in zip(compiled, times):
+            start = time.perf_counter()
+            mx.eval(fn(*args))
+            out.append((time.perf_counter() - start) * 1000)
+    return [(statistics.median(t), min(t)) for t in times]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="also write the lines to this file")
@@ -43,7 +61,7 @@ def main() -> None:
     import mlx_lm
 
     from ktoforge.builtin_model import TINY_MISTRAL, builtin_path
-    from ktoforge_mlx.kto import completion_positions, sequence_logps
+    from ktoforge_mlx.kto import CPU_CHUNK, completion_logits, completion_positions, sequence_logps
 
     model, _ = mlx_lm.load(str(builtin_path(TINY_MISTRAL, ROOT / "var" / "models")))
     lines = [f"# MLX forward on the CPU, tiny model (hidden {model.args.hidden_size}, "
@@ -75,6 +93,16 @@ def main() -> None:
     lines.append(f"one layer's parts on {rows} rows:")
     for name, (fn, *inputs) in parts.items():
         lines.append(f"  {name:38s} {median_ms(fn, *inputs):7.2f} ms")
+    rows = 8
+    ids = mx.random.randint(0, model.args.vocab_size, (rows, LENGTH))
+    mask = mx.concatenate([mx.zeros((rows, PROMPT)), mx.ones((rows, LENGTH - PROMPT))], axis=1)
+    (one_med, one_min), (chunk_med, chunk_min) = alternated_ms(
+        [lambda i, p: completion_logits(model, i, p), lambda i, p: completion_logits(model, i, p, CPU_CHUNK)],
+        ids, completion_positions(mask))
+    lines.append(f"gradient-free forward, {rows} rows, median / min of 20 alternated runs:")
+    lines.append(f"  one call                               {one_med:7.1f} / {one_min:5.1f} ms")
+    lines.append(f"  chunks of {CPU_CHUNK} tokens (the CPU's)          {chunk_med:7.1f} / {chunk_min:5.1f} ms"
+                 f"  ({chunk_med / one_med:.2f} / {chunk_min / one_min:.2f} of one call)")
     publish("\n".join(lines) + "\n", args.out)
 
 

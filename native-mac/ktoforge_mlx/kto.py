@@ -3,6 +3,8 @@
 Every quantity of the step (logps, KL, entropy, logits/*) reads the logits only at the positions that predict a
 completion token, so the LM head and the log-softmax run there only (completion_logits): exact, cheaper, and,
 for the mlx-lm architectures whose head splits off (split_head), no batch x length x vocabulary array is made.
+On the CPU the gradient-free forwards run the sequence in chunks through a KV cache (chunked_forward): MLX's CPU
+attention computes the masked half of every causal score matrix, its Metal kernel skips it.
 
 Policy = base + mlx-lm LoRA layers; reference = the same model with each LoRA layer's base linear swapped
 in (the adapter not computed) under ``stop_gradient``: no second copy of the weights, which is what lets a
@@ -21,6 +23,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_unflatten
+from mlx_lm.models.cache import make_prompt_cache
 
 Batch = dict[str, mx.array]
 
@@ -98,18 +101,45 @@ def split_head(model: nn.Module) -> tuple[Forward, Forward] | None:
     return model.model, (model.model.embed_tokens.as_linear if tied else model.lm_head)
 
 
-def completion_logits(model: nn.Module, input_ids: mx.array, positions: mx.array) -> mx.array:
+CPU_CHUNK = 32  # tokens a chunk of a gradient-free forward on the CPU: the bucketed widths' multiple, no ragged chunk
+
+
+def gradient_free_chunk() -> int | None:
+    """The chunk length of the gradient-free forwards: CPU_CHUNK when MLX computes on the CPU, None (one call) on
+    the GPU, whose fused attention kernel already skips the key blocks a causal mask hides."""
+    return CPU_CHUNK if mx.default_device().type == mx.cpu else None
+
+
+def chunked_forward(forward: Callable[..., mx.array], model: nn.Module, input_ids: mx.array,
+                    chunk: int | None) -> mx.array:
+    """``forward(input_ids)`` (the model or its body), or the same computed ``chunk`` tokens at a time, each chunk
+    attending to the cache of those before it (generation's chunked prefill, mlx-lm's own KV cache).
+
+    Why: MLX's CPU attention makes the whole L x L score matrix and then masks its upper half (measured: causal
+    costs what no mask costs, bench/profiles/mlx_forward.txt). In chunks of c, chunk j scores (j+1)c keys, not
+    L: (n+1)/2n of the matrix for n chunks. Exact: each position sees the same keys at the same offsets (the
+    cache's, for RoPE), and the layers outside attention act on each position alone. For gradient-free passes
+    only: under gradient checkpointing the backward pass re-runs each block, which would fill the cache twice."""
+    if chunk is None or input_ids.shape[1] <= chunk:
+        return forward(input_ids)
+    cache = make_prompt_cache(model)
+    return mx.concatenate([forward(input_ids[:, start:start + chunk], cache=cache)
+                           for start in range(0, input_ids.shape[1], chunk)], axis=1)
+
+
+def completion_logits(model: nn.Module, input_ids: mx.array, positions: mx.array,
+                      chunk: int | None = None) -> mx.array:
     """The float32 logits at ``positions`` only, (N, vocabulary): what every logp and metric of the step reads.
 
     logits[b, t] = W h[b, t] depends on position t's hidden state alone, so head(h[rows, cols]) equals
     model(x)[rows, cols] exactly while the head's matmul, its backward and every log-softmax run on the N
     completion positions instead of all batch x length (prompts and padding are skipped), and no batch-sized
-    logits array exists. The fallback gathers from the full logits."""
+    logits array exists. The fallback gathers from the full logits. ``chunk``: see chunked_forward."""
     split = split_head(model)
     if split is None:
-        return model(input_ids)[positions[0], positions[1]].astype(mx.float32)
+        return chunked_forward(model, model, input_ids, chunk)[positions[0], positions[1]].astype(mx.float32)
     body, head = split
-    return head(body(input_ids)[positions[0], positions[1]]).astype(mx.float32)
+    return head(chunked_forward(body, model, input_ids, chunk)[positions[0], positions[1]]).astype(mx.float32)
 
 
 def token_logps(logits: mx.array, input_ids: mx.array, positions: mx.array) -> tuple[mx.array, mx.array]:
@@ -131,9 +161,10 @@ def per_row(values: mx.array, positions: mx.array, rows: int) -> mx.array:
 
 def sequence_logps(model: nn.Module, input_ids: mx.array, positions: mx.array) -> mx.array:
     """Sum over completion tokens of log p(token | prefix), per row (TRL's selective_log_softmax + sum), for the
-    passes whose logits serve nothing else. Rows are right-padded: the causal mask alone keeps padding out of
-    every real position."""
-    logps, _ = token_logps(completion_logits(model, input_ids, positions), input_ids, positions)
+    gradient-free passes, whose logits serve nothing else (chunked on the CPU: gradient_free_chunk). Rows are
+    right-padded: the causal mask alone keeps padding out of every real position."""
+    logits = completion_logits(model, input_ids, positions, gradient_free_chunk())
+    logps, _ = token_logps(logits, input_ids, positions)
     return per_row(logps, positions, input_ids.shape[0])
 
 

@@ -125,3 +125,32 @@ def test_logits_at_completion_positions_are_the_full_logits(tiny_model_dir) -> N
     assert loss_a == pytest.approx(loss_b, rel=1e-6) and aux_a == pytest.approx(aux_b, rel=1e-5, abs=1e-6)
     for a, b in zip(grads_a, grads_b, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("width", [70, 96])
+def test_chunked_gradient_free_forward_is_the_one_call_forward(tiny_model_dir, width: int) -> None:
+    """The CPU's gradient-free forwards run in chunks through a KV cache (chunked_forward): the logits at the
+    completion positions equal the one-call forward's, for a width that is a whole number of chunks and one
+    that leaves a short last chunk, through the model's body (split_head) and through the full model alike;
+    and sequence_logps, which the reference and KL passes use, chunks on the CPU."""
+    import mlx.core as mx
+
+    from ktoforge_mlx.kto import (CPU_CHUNK, chunked_forward, completion_logits, completion_positions,
+                                  gradient_free_chunk, per_row, sequence_logps, token_logps)
+
+    model, _ = _model(tiny_model_dir, quantize=False)
+    model.eval()
+    assert gradient_free_chunk() == CPU_CHUNK  # the tests run MLX on the CPU
+    mx.random.seed(1)
+    ids = mx.random.randint(0, model.args.vocab_size, (3, width))
+    mask = mx.array([[0] * 10 + [1] * (width - 10), [0] * 30 + [1] * (width - 40) + [0] * 10,  # a padded row
+                     [0] * 50 + [1] * (width - 50)])
+    positions = completion_positions(mask)
+    one_call = np.array(completion_logits(model, ids, positions))
+    np.testing.assert_allclose(np.array(completion_logits(model, ids, positions, CPU_CHUNK)), one_call,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.array(chunked_forward(model, model, ids, CPU_CHUNK)), np.array(model(ids)),
+                               rtol=1e-5, atol=1e-5)
+    expected, _ = token_logps(mx.array(one_call), ids, positions)
+    np.testing.assert_allclose(np.array(sequence_logps(model, ids, positions)),
+                               np.array(per_row(expected, positions, 3)), rtol=1e-5, atol=1e-4)
