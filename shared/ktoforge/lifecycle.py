@@ -174,23 +174,23 @@ def run_backend(backend: TrainingBackend, ctx: JobContext) -> Outcome:
     return outcome
 
 
-class _Heartbeat(threading.Thread):
-    """Renews the job's lease (and heartbeat) until stopped; flags a lost lease."""
+class Renewal(threading.Thread):
+    """Calls ``renew`` every ``interval_s`` until stopped: a job's lease and heartbeat, an evaluation's claim.
+    When ``renew`` returns False (someone else holds it now) it sets ``lost`` and ends."""
 
-    def __init__(self, store: JobStore, job_id: str, owner: str, settings: Settings, lost: threading.Event):
-        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
-        self.args = (store, job_id, owner, settings)
+    def __init__(self, name: str, renew: Callable[[], bool], interval_s: float, lost: threading.Event):
+        super().__init__(name=name, daemon=True)
+        self.renew, self.interval_s = renew, interval_s
         self.lost, self.stopped = lost, threading.Event()
 
     def run(self) -> None:
-        store, job_id, owner, settings = self.args
-        while not self.stopped.wait(settings.heartbeat_interval_s):
+        while not self.stopped.wait(self.interval_s):
             try:
-                if not store.renew_lease(job_id, owner, settings.lease_ttl_s):
+                if not self.renew():
                     self.lost.set()
                     return
             except Exception:  # Redis restarting: keep trying until the lease would have expired
-                log.warning("heartbeat of job %s failed; retrying", job_id)
+                log.warning("%s failed; retrying", self.name)
 
 
 def failure_reason(exc: BaseException, settings: Settings) -> str:
@@ -246,7 +246,8 @@ def run_job(job_id: str, backend: str, run: Run, worker: str | None = None) -> N
                  store.lease_holder(job_id))
         return
     lost = threading.Event()
-    heartbeat = _Heartbeat(store, job_id, owner, settings, lost)
+    heartbeat = Renewal(f"heartbeat of job {job_id}", lambda: store.renew_lease(job_id, owner, settings.lease_ttl_s),
+                        settings.heartbeat_interval_s, lost)
     heartbeat.start()
     try:
         _run_leased(store, settings, job_id, run, lost, worker or owner.rsplit(":", 1)[0], owner)

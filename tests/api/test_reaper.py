@@ -1,6 +1,9 @@
-"""The reaper (in the API) requeues a job whose worker vanished, and fails it after max_attempts; real Redis."""
+"""The reaper (in the API) requeues a job whose worker vanished, fails it after max_attempts, and fails an
+evaluation whose worker stopped renewing its claim; real Redis."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -43,3 +46,35 @@ def test_one_round_per_interval_among_replicas(store, kf_env):
     settings = get_settings()
     assert store.try_lock("reaper", settings.reaper_interval_s)
     assert reap_once(store, make_celery(), settings) == []
+
+
+def test_an_evaluation_whose_worker_stopped_renewing_its_claim_is_failed(store, redis_client, kf_env):
+    """A running evaluation keeps its claim while its worker renews it; once the claim lapses (the worker was
+    killed), the reaper fails it with a reason, once, and leaves the others alone."""
+    from ktoforge.evaluation.records import EvaluationCreate, EvaluationStatus, EvaluationStore
+    from ktoforge_api.reaper import reap_evaluations
+
+    settings = get_settings()
+    evals = EvaluationStore.from_url(kf_env["KTOFORGE_REDIS_URL"])
+    job, _ = store.create(SPEC)
+    lost, alive, done = (evals.create(job.id, EvaluationCreate()) for _ in range(3))
+    for ev, token in ((lost, "w1:a"), (alive, "w2:b"), (done, "w3:c")):
+        assert evals.claim(ev.id, token, 60)
+        evals.update(ev.id, status=EvaluationStatus.running, worker=token.split(":")[0])
+    evals.update(done.id, status=EvaluationStatus.succeeded)
+    assert set(evals.running_ids()) == {lost.id, alive.id}  # the index follows the status
+    assert reap_evaluations(store, evals, settings) == []  # every claim held: the workers are alive
+
+    assert not evals.renew_claim(lost.id, "w2:b", 60)  # only its holder renews a claim
+    assert evals.renew_claim(lost.id, "w1:a", 0.05)  # its last renewal: then the worker is gone
+    time.sleep(0.2)
+    assert evals.claim_holder(lost.id) is None and not evals.renew_claim(lost.id, "w1:a", 60)  # lapsed for good
+    redis_client.delete("kf:lock:evaluation-reaper")
+    assert reap_evaluations(store, evals, settings) == [lost.id]
+    failed = evals.get(lost.id)
+    assert failed.status == EvaluationStatus.failed and "its worker w1 was lost" in failed.reason
+    assert "queue the evaluation again" in failed.reason
+    assert evals.get(alive.id).status == EvaluationStatus.running and evals.get(done.id).status == "succeeded"
+    assert evals.running_ids() == [alive.id]
+    redis_client.delete("kf:lock:evaluation-reaper")
+    assert reap_evaluations(store, evals, settings) == []  # once

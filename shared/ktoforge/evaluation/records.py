@@ -4,6 +4,10 @@ An evaluation is a small job of its own: queued by the API on the job's queue, c
 the job's backend (a Redis SET NX, so a redelivered message runs nothing twice), then succeeded or failed
 with a reason. Its results are job artifacts (``eval_report.json``, ``eval_report.md``); the record says
 where it stands. The claim token is also what the API asks of the worker's uploads, as a job lease is.
+
+The claim lapses KTOFORGE_LEASE_TTL_S after its worker's last renewal (every KTOFORGE_HEARTBEAT_INTERVAL_S, as
+a job's lease): the API's reaper then fails an evaluation still running whose worker was killed or lost
+(``ktoforge_api.reaper.reap_evaluations``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from ktoforge.evaluation.prompts import MAX_PROMPTS, EvalPrompt, parse_prompts
 from ktoforge.jobs import PREFIX
 
 EVAL_TASK = "ktoforge.evaluate"
-CLAIM_TTL_S = 6 * 3600  # longer than any evaluation; a worker lost mid-run leaves the record 'running' this long
 REPORT_FILES = ("eval_report.json", "eval_report.md")
 
 
@@ -100,16 +103,35 @@ class EvaluationStore:
         return [Evaluation.model_validate_json(r) for r in raws if r]
 
     def update(self, evaluation_id: str, **fields: object) -> Evaluation:
+        """The record with ``fields`` changed; the index of running evaluations (running_ids) follows its status."""
         ev = self.get(evaluation_id)
         if ev is None:
             raise KeyError(evaluation_id)
         ev = ev.model_copy(update={**fields, "updated_at": time.time()})
-        self.r.set(_key(ev.id), ev.model_dump_json())
+        with self.r.pipeline() as pipe:
+            pipe.set(_key(ev.id), ev.model_dump_json())
+            if ev.status == EvaluationStatus.running:
+                pipe.zadd(_key("running"), {ev.id: ev.updated_at})
+            else:
+                pipe.zrem(_key("running"), ev.id)
+            pipe.execute()
         return ev
 
-    def claim(self, evaluation_id: str, token: str) -> bool:
-        """True for the first worker only; its token then authorises the report uploads."""
-        return bool(self.r.set(_key(evaluation_id, "claim"), token, nx=True, ex=CLAIM_TTL_S))
+    def running_ids(self) -> list[str]:
+        """The evaluations marked running, oldest first (what the reaper looks at)."""
+        return self.r.zrange(_key("running"), 0, -1)
+
+    def claim(self, evaluation_id: str, token: str, ttl_s: float) -> bool:
+        """True for the first worker only; its token then authorises the report uploads. The claim lapses
+        ``ttl_s`` after it is taken or last renewed (renew_claim)."""
+        return bool(self.r.set(_key(evaluation_id, "claim"), token, nx=True, px=int(ttl_s * 1000)))
+
+    def renew_claim(self, evaluation_id: str, token: str, ttl_s: float) -> bool:
+        """Extend our claim by ``ttl_s``; False if it lapsed (the reaper may have failed the evaluation) or is
+        another worker's."""
+        script = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                  "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end")
+        return bool(self.r.eval(script, 1, _key(evaluation_id, "claim"), token, int(ttl_s * 1000)))
 
     def claim_holder(self, evaluation_id: str) -> str | None:
         return self.r.get(_key(evaluation_id, "claim"))

@@ -12,6 +12,7 @@ import logging
 import shutil
 import socket
 import tarfile
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ from ktoforge.evaluation.records import REPORT_FILES, EvaluationStatus, Evaluati
 from ktoforge.evaluation.report import build_report, to_markdown
 from ktoforge.ids import is_job_id
 from ktoforge.jobs import JobStore
-from ktoforge.lifecycle import failure_reason
+from ktoforge.lifecycle import Renewal, failure_reason
 from ktoforge.models import resolve
 from ktoforge.settings import get_settings
 from ktoforge.worker_client import WorkerClient
@@ -88,10 +89,14 @@ def run_evaluation(job_id: str, evaluation_id: str, backend: str, generate: Gene
         log.info("evaluation %s: nothing to run (%s)", evaluation_id, ev.status.value if ev else "unknown")
         return
     token = f"{socket.gethostname()}:{uuid.uuid4().hex}"
-    if not evals.claim(evaluation_id, token):
+    if not evals.claim(evaluation_id, token, settings.lease_ttl_s):
         return
     evals.update(evaluation_id, status=EvaluationStatus.running, worker=worker or token.split(":")[0])
     folder = Path(settings.work_dir) / "evaluations" / evaluation_id
+    renewal = Renewal(f"claim of evaluation {evaluation_id}",
+                      lambda: evals.renew_claim(evaluation_id, token, settings.lease_ttl_s),
+                      settings.heartbeat_interval_s, threading.Event())
+    renewal.start()
     try:
         job = JobStore.from_url(settings.redis_url).get(job_id)
         client = WorkerClient(settings.api_url, settings.worker_token.get_secret_value(), token)
@@ -110,4 +115,5 @@ def run_evaluation(job_id: str, evaluation_id: str, backend: str, generate: Gene
         log.exception("evaluation %s of job %s failed", evaluation_id, job_id)
         evals.update(evaluation_id, status=EvaluationStatus.failed, reason=failure_reason(exc, settings))
     finally:
+        renewal.stopped.set()
         shutil.rmtree(folder, ignore_errors=True)
