@@ -1,4 +1,5 @@
-"""Workers killed mid-training: the job resumes from its checkpoint, never trains twice, never loops."""
+"""Workers killed mid-training: the job resumes from its checkpoint, never trains twice, never loops; killed
+mid-evaluation: the evaluation is failed with a reason, not left running."""
 
 from __future__ import annotations
 
@@ -94,6 +95,36 @@ def test_job_that_kills_every_worker_fails_after_bounded_attempts(system, small_
         done = wait_status(c, job["id"], FINISHED, timeout=180)
     assert done["status"] == "failed" and "lost 3 times" in done["reason"], done
     assert done["attempts"] == 3
+
+
+def wait_evaluation(c, job_id: str, evaluation_id: str, statuses: set[str], timeout: float) -> dict:
+    deadline = time.time() + timeout
+    while (ev := c.get(f"/v1/jobs/{job_id}/evaluations/{evaluation_id}").json())["status"] not in statuses:
+        assert time.time() < deadline, ev
+        time.sleep(0.3)
+    return ev
+
+
+def test_sigkill_during_an_evaluation_fails_it_with_a_reason(system, small_dataset):
+    """The child running an evaluation killed: its message comes back to a worker, which finds the evaluation
+    already running and leaves it; once the dead child's claim lapses the reaper fails the evaluation, saying
+    to queue it again, instead of leaving it 'running'. A new evaluation of the same job then succeeds."""
+    hp = {**LONG, "max_steps": 2, "save_steps": 2}
+    prompts = [{"id": f"p{i}", "question": f"Count to {i + 10}, slowly.", "expected_tools": []} for i in range(8)]
+    with client(system) as c:
+        job = c.post("/v1/jobs", json={"dataset_id": upload(c, small_dataset), "hyperparameters": hp}).json()
+        assert not lost(wait_status(c, job["id"], FINISHED, timeout=300))
+        ev = c.post(f"/v1/jobs/{job['id']}/evaluations", json={"prompts": prompts, "max_new_tokens": 4096}).json()
+        wait_evaluation(c, job["id"], ev["id"], {"running"}, timeout=120)
+        os.kill(training_child(system), signal.SIGKILL)
+        t0 = time.time()
+        failed = wait_evaluation(c, job["id"], ev["id"], {"failed", "succeeded"}, timeout=120)
+        reaped_in = time.time() - t0
+        again = c.post(f"/v1/jobs/{job['id']}/evaluations", json={"prompts": prompts[:1], "max_new_tokens": 4}).json()
+        done = wait_evaluation(c, job["id"], again["id"], {"failed", "succeeded"}, timeout=180)
+    assert failed["status"] == "failed" and "was lost during the evaluation" in failed["reason"], failed
+    assert reaped_in < 60  # the claim's TTL (5 s here) and a reaper round, not the 6 h it took before
+    assert done["status"] == "succeeded", done
 
 
 def test_sigkill_mlx_worker_resumes_from_checkpoint(small_dataset, tmp_path_factory):
