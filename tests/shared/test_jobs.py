@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ktoforge.jobs import JobStore, TransitionError, apply_transition
+from ktoforge.jobs import JobStore, QueueFull, TransitionError, apply_transition
 from ktoforge.schemas import JobCreate, JobStatus
 
 SPEC = JobCreate(dataset_id="a" * 64)
@@ -33,6 +33,30 @@ def test_idempotency_key_returns_first_job(store):
     again, created_again = store.create(SPEC, idempotency_key="k1")
     assert created and not created_again and again.id == first.id
     assert store.list(None, 0, 100)[1] == 1
+
+
+def test_the_queued_cap_holds_for_submits_at_once_and_frees_a_refused_idempotency_key(store, kf_env):
+    """16 submits at once, each with its own client, against a cap of 5: exactly 5 are stored (the count is
+    read in the transaction that writes). A key refused for a full queue is not kept: its retry, once there
+    is room, creates the job."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def submit(_: int) -> str:
+        try:
+            return "created" if JobStore.from_url(kf_env["KTOFORGE_REDIS_URL"]).create(SPEC, max_queued=5)[1] else "?"
+        except QueueFull as full:
+            assert full.queued == 5
+            return "refused"
+
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(submit, range(16)))
+    assert sorted(outcomes) == ["created"] * 5 + ["refused"] * 11
+    assert store.count(JobStatus.queued) == 5 and store.list(None, 0, 100)[1] == 5
+    with pytest.raises(QueueFull):
+        store.create(SPEC, idempotency_key="k-full", max_queued=5)
+    store.transition(store.list(JobStatus.queued, 0, 1)[0][0].id, JobStatus.running)
+    job, created = store.create(SPEC, idempotency_key="k-full", max_queued=5)
+    assert created and store.count(JobStatus.queued) == 5
 
 
 def test_cancel_queued_is_immediate_running_sets_flag(store):

@@ -33,10 +33,15 @@ def quota_errors(spec: JobCreate, settings: Settings) -> list[dict[str, Any]]:
 
 
 def check_quotas(spec: JobCreate, settings: Settings, queued: int) -> None:
-    """422 for a job over its bounds; 429 when ``queued`` jobs already fill the queues."""
+    """422 for a job over its bounds; 429 when ``queued`` jobs already fill the queues (checked first here, before
+    the dataset and the model are; JobStore.create checks it again, in the transaction that stores the job)."""
     if errors := quota_errors(spec, settings):
         raise HTTPException(422, detail=errors)
     if queued >= settings.max_queued_jobs:
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=(
-            f"{queued} jobs are queued; the limit is {settings.max_queued_jobs} (KTOFORGE_MAX_QUEUED_JOBS): "
-            "wait for some to start or cancel some"))
+        raise queue_full(queued, settings)
+
+
+def queue_full(queued: int, settings: Settings) -> HTTPException:
+    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, detail=(
+        f"{queued} jobs are queued; the limit is {settings.max_queued_jobs} (KTOFORGE_MAX_QUEUED_JOBS): "
+        "wait for some to start or cancel some"))

@@ -6,14 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 
-from ktoforge.jobs import TransitionError
+from ktoforge.jobs import QueueFull, TransitionError
 from ktoforge.models import ModelError, check_model
 from ktoforge.queue import enqueue
 from ktoforge.schemas import Job, JobCreate, JobPage, JobStatus
 from ktoforge_api.deps import CeleryDep, JobDep, ReaderDep, SettingsDep, StorageDep, StoreDep, require_user
 from ktoforge_api.errors import unprocessable
 from ktoforge_api.placement import place, precompute_warnings, record_warnings
-from ktoforge_api.quotas import check_quotas
+from ktoforge_api.quotas import check_quotas, queue_full
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(require_user)])
 
@@ -45,7 +45,9 @@ def create_job(
         placement.warnings += precompute_warnings(spec, storage.report(spec.dataset_id).rows)
     spec = spec.model_copy(update={"backend": placement.backend})
     try:
-        job, created = store.create(spec, idempotency_key)
+        job, created = store.create(spec, idempotency_key, settings.max_queued_jobs)
+    except QueueFull as exc:  # filled by submits running beside this one since check_quotas counted
+        raise queue_full(exc.queued, settings)
     except TransitionError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
     if not created:
