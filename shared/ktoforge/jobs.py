@@ -128,9 +128,12 @@ class JobReader:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.r = client
 
+    CLIENT_NAME = "ktoforge-api-reader"  # in Redis's CLIENT LIST: which connections are the API's readers
+
     @classmethod
     def from_url(cls, url: str) -> "JobReader":
-        return cls(redis.asyncio.Redis.from_url(url, **_client_options(redis.asyncio.retry.Retry)))
+        return cls(redis.asyncio.Redis.from_url(url, client_name=cls.CLIENT_NAME,
+                                                **_client_options(redis.asyncio.retry.Retry)))
 
     async def get(self, job_id: str) -> Job:
         return _record(job_id, await self.r.get(_key("job", job_id)))

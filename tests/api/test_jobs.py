@@ -118,3 +118,20 @@ def test_unknown_job_and_auth(client: TestClient, anon: TestClient, worker: Test
     assert anon.get("/v1/jobs").status_code == 401
     assert worker.get("/v1/jobs").status_code == 401  # the worker token is not a user key
     assert anon.post("/v1/jobs", json={}).status_code == 401
+
+
+def test_shutdown_closes_the_job_readers_connections(kf_env, redis_client):
+    """The app's shutdown closes the JobReader its GET routes read through (one per event loop), instead of
+    leaving its connections to the garbage collector."""
+    from ktoforge.jobs import JobReader
+    from tests.api.conftest import USER, make_client
+
+    def readers() -> set[str]:  # other tests' clients without a lifespan may have left theirs, for now
+        return {c["id"] for c in redis_client.client_list() if c["name"] == JobReader.CLIENT_NAME}
+
+    before = readers()
+    with make_client(USER) as c:
+        assert c.get("/v1/jobs").status_code == 200 and c.get(f"/v1/jobs/{'0' * 32}").status_code == 404
+        ours = readers() - before
+        assert ours
+    assert not ours & readers()

@@ -47,6 +47,14 @@ async def get_reader() -> JobReader:
     return reader
 
 
+async def close_reader() -> None:
+    """Close the running loop's JobReader and its connections (the app's shutdown): left to the garbage
+    collector, each open connection is reported unclosed, and a reader made later opens new ones."""
+    reader = _readers.pop(asyncio.get_running_loop(), None)
+    if reader is not None:
+        await reader.r.aclose()
+
+
 @lru_cache
 def get_probe() -> JobStore:
     """The store /readyz reads through: short timeouts, no retries, a small pool whose wait is bounded.

@@ -16,7 +16,7 @@ from ktoforge import __version__
 from ktoforge.jobs import JobStore
 from ktoforge.secret_guard import check_api
 from ktoforge.settings import get_settings
-from ktoforge_api.deps import get_celery, get_store
+from ktoforge_api.deps import close_reader, get_celery, get_store
 from ktoforge_api.middleware import BodyLimit, SecurityHeaders
 from ktoforge_api.reaper import start_reaper
 from ktoforge_api.routers import artifacts, datasets, evaluations, events, health, internal, jobs, ui
@@ -45,6 +45,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()
     yield
     stop.set()
+    await close_reader()
 
 
 def create_app() -> FastAPI:
