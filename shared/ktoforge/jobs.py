@@ -125,10 +125,10 @@ class JobReader:
     loop. One per event loop: an asyncio connection belongs to the loop that opened it.
     """
 
+    CLIENT_NAME = "ktoforge-api-reader"  # in Redis's CLIENT LIST: which connections are the API's readers
+
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.r = client
-
-    CLIENT_NAME = "ktoforge-api-reader"  # in Redis's CLIENT LIST: which connections are the API's readers
 
     @classmethod
     def from_url(cls, url: str) -> "JobReader":
