@@ -23,16 +23,8 @@ LENGTH, PROMPT = 192, 40  # the bench's max_length; a prompt of the reference ro
 
 
 def median_ms(fn: Callable, *args) -> float:  # type: ignore[type-arg]
-    import mlx.core as mx
-
-    compiled = mx.compile(fn)
-    mx.eval(compiled(*args))
-    times = []
-    for _ in range(20):
-        start = time.perf_counter()
-        mx.eval(compiled(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    """Median ms of 20 compiled runs of ``fn`` (after one to compile it)."""
+    return alternated_ms([fn], *args)[0][0]
 
 
 def alternated_ms(fns: list[Callable], *args, runs: int = 20) -> list[tuple[float, float]]:  # type: ignore[type-arg]

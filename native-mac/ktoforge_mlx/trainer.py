@@ -320,9 +320,10 @@ def train(model: nn.Module, optimizer: optim.Optimizer, get_batch: Callable[[int
     compiled = CompiledStep(model, optimizer, cfg, plan.max_grad_norm)
     window, started, step = LogWindow(), time.monotonic(), start_step
     while step < plan.max_steps:
-        batches = [get_batch(i) for i in plan.batch_indices(step)]
+        indices = plan.batch_indices(step)
+        batches = [get_batch(i) for i in indices]
         lr = plan.learning_rate * plan.lr_factor(step)
-        refs = None if references is None else [references[i] for i in plan.batch_indices(step)]
+        refs = None if references is None else [references[i] for i in indices]
         grad_norm, metrics = compiled(batches, lr, refs)
         step += 1
         window.add(metrics, sum(int(b["lengths"].sum().item()) for b in batches))
