@@ -60,14 +60,19 @@ class Settings(BaseSettings):
         7 * 24 * 3600,
         description="Redis visibility timeout: longer than any job, so a running job is never re-delivered.",
     )
-    heartbeat_interval_s: float = Field(5.0, description="How often a worker refreshes a running job's heartbeat.")
+    heartbeat_interval_s: float = Field(
+        5.0, description="How often a worker refreshes a running job's heartbeat and an evaluation's claim."
+    )
     heartbeat_stale_s: float = Field(
         60.0, description="A running job whose heartbeat is older than this is requeued by the reaper."
     )
     lease_ttl_s: float = Field(
-        20.0, description="A job's lease expires this long after its worker's last renewal (crash detection)."
+        20.0, description="A job's lease, or an evaluation's claim, expires this long after its worker's last "
+        "renewal (crash detection)."
     )
-    reaper_interval_s: float = Field(10.0, description="How often the API's reaper looks for stale running jobs.")
+    reaper_interval_s: float = Field(
+        10.0, description="How often the API's reaper looks for stale running jobs and evaluations."
+    )
     upload_checkpoints: bool = Field(
         True, description="Workers also send each checkpoint to the API, so a job whose worker is gone for good "
         "resumes on any worker of its queue (another machine too), not only where the checkpoint was written.",
