@@ -9,6 +9,12 @@ batch; what dominates the step), mlx_kto_tokens_per_s, torch_kto_tokens_per_s; t
 job option precompute_ref_log_probs on both sides (TRL's precomputed batch; ours, precompute_references):
 mlx_precomputed_kto_over_sft_ratio, torch_precomputed_kto_over_sft_ratio, mlx_torch_precomputed_step_ratio,
 and mlx_precompute_ref_step_ratio (our step with the option on over off: precompute_ref.py's figure, on MLX).
+Last, the floor of each ratio: mlx_kto_floor_ratio and torch_kto_floor_ratio, 1 + 3 x (a plain gradient-free
+forward of the batch) / (the SFT step). KTO as TRL defines it runs three such forwards besides a gradient pass
+like SFT's (the reference on the batch and on the KL batch, the policy on the KL batch), so no implementation
+equal to TRL's gets its KTO step under that many SFT steps without making the framework's forward itself
+cheaper. mlx_torch_floor_ratio (the first floor over the second) is the least mlx_torch_step_ratio that leaves;
+mlx_kto_over_floor and torch_kto_over_floor say how far each KTO step sits above its own floor.
 A step is forward + backward + AdamW update. The backends take turns, round after round, each turn warmed up first,
 and the median of each step is taken (median_times). The MLX SFT step is compiled as mlx-lm's trainer compiles it.
 Run: .venv/bin/python bench/mlx_vs_torch.py [--rows 4] [--rounds 5] [--steps 3]
@@ -59,7 +65,8 @@ def mlx_steps(pair, rows: int) -> tuple[Steps, int]:
     """(the steps by name, tokens in the batch): ``kto``, our KTO step as the trainer runs it (compiled);
     ``kto_uncompiled``, the same step as it ran before; ``sft``, mlx-lm's LoRA SFT step compiled as mlx-lm's
     trainer compiles it; ``gradient_free``, the step's gradient-free forwards alone; ``kto_precomputed``, our
-    KTO step with the reference logps precomputed (the job option precompute_ref_log_probs)."""
+    KTO step with the reference logps precomputed (the job option precompute_ref_log_probs); ``forward``, one
+    plain forward of the batch through the model, gradient-free (the floor's unit)."""
     from functools import partial
 
     import mlx.core as mx
@@ -113,13 +120,19 @@ def mlx_steps(pair, rows: int) -> tuple[Steps, int]:
     def gradient_free_step() -> None:  # the compiled step's own gradient-free pass
         mx.eval(compiled_kto.reference(prepared))
 
+    def forward_step() -> None:
+        mx.eval(model(batch["input_ids"]))
+
     return {"kto": kto_step, "kto_uncompiled": kto_uncompiled_step, "sft": sft_step,
-            "gradient_free": gradient_free_step, "kto_precomputed": kto_precomputed_step}, sum(full_lens)
+            "gradient_free": gradient_free_step, "kto_precomputed": kto_precomputed_step,
+            "forward": forward_step}, sum(full_lens)
 
 
-def torch_steps(trainer) -> Steps:
-    """``kto``, TRL's KTO training step, and ``sft``, a plain LoRA SFT step on the same PEFT model, each on the
-    trainer's first batch (which holds the precomputed reference logps when its KTOConfig asks for them)."""
+def torch_steps(trainer) -> tuple[Steps, int]:
+    """(the steps by name, tokens in the batch): ``kto``, TRL's KTO training step, and ``sft``, a plain LoRA SFT
+    step on the same PEFT model, each on the trainer's first batch (which holds the precomputed reference logps
+    when its KTOConfig asks for them); ``forward``, one gradient-free forward of that batch, as TRL runs its
+    KL and reference forwards."""
     import torch
 
     model = trainer.model
@@ -140,11 +153,16 @@ def torch_steps(trainer) -> Steps:
         opt.step()
         opt.zero_grad()
 
-    return {"kto": kto_step, "sft": sft_step}
+    def forward_step() -> None:
+        with torch.no_grad():
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+    return {"kto": kto_step, "sft": sft_step, "forward": forward_step}, int(batch["attention_mask"].sum())
 
 
-def torch_tokens(trainer) -> int:
-    return int(next(iter(trainer.get_train_dataloader()))["attention_mask"].sum())
+def floor(steps: dict[str, float]) -> float:
+    """KTO's step over the SFT step, were its three gradient-free forwards its only cost beyond SFT's."""
+    return 1 + 3 * steps["forward"] / steps["sft"]
 
 
 def main() -> None:
@@ -165,9 +183,8 @@ def main() -> None:
         pair = make_pair(DATASET, model_dir, Path(out) / "each_step")
         precomputing = make_pair(DATASET, model_dir, Path(out) / "precomputed", precompute_ref_log_probs=True)
         mlx, mt = mlx_steps(pair, args.rows)
-        torch_ = torch_steps(pair.trainer)
-        torch_["kto_precomputed"] = torch_steps(precomputing.trainer)["kto"]
-        tt = torch_tokens(pair.trainer)
+        torch_, tt = torch_steps(pair.trainer)
+        torch_["kto_precomputed"] = torch_steps(precomputing.trainer)[0]["kto"]
         m, t = [dict(zip(steps, times)) for steps, times in
                 zip((mlx, torch_), median_times(tuple(mlx.values()), tuple(torch_.values()),
                                                 rounds=args.rounds, per_round=args.steps))]
@@ -186,6 +203,11 @@ def main() -> None:
     print(f"torch_precomputed_kto_over_sft_ratio {torch_pre:.3f}")
     print(f"mlx_torch_precomputed_step_ratio {mlx_pre / torch_pre:.3f}")
     print(f"mlx_precompute_ref_step_ratio {m['kto_precomputed'] / m['kto']:.3f}")  # precompute_ref.py's, on MLX
+    print(f"mlx_kto_floor_ratio {floor(m):.3f}")
+    print(f"torch_kto_floor_ratio {floor(t):.3f}")
+    print(f"mlx_torch_floor_ratio {floor(m) / floor(t):.3f}")  # the least mlx_torch_step_ratio TRL's KTO leaves
+    print(f"mlx_kto_over_floor {mlx_ratio / floor(m):.3f}")
+    print(f"torch_kto_over_floor {torch_ratio / floor(t):.3f}")
 
 
 if __name__ == "__main__":
