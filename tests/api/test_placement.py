@@ -122,3 +122,18 @@ def test_precompute_on_a_run_shorter_than_an_epoch_is_queued_with_a_warning(clie
     halves = {**hp, "max_steps": -1, "num_train_epochs": 0.5, "eval_fraction": 0.2}
     half = submit(client, dataset_id, model="builtin:tiny-mistral", backend="cuda", hyperparameters=halves)
     assert any("all 800 training rows" in w and "about 50% of an epoch" in w for w in half["warnings"]), half
+
+
+def test_the_precompute_warning_counts_the_training_rows_the_split_leaves(client, dataset_id) -> None:
+    """At eval_fraction 0.0135 the split holds out round(746 x f) = 10 desirable and round(254 x f) = 3
+    undesirable rows: 987 train. Rounding the whole file's 13.5 instead would say 986."""
+    from ktoforge.dataset import load_examples
+    from ktoforge.dataset.split import split
+    from tests.conftest import REFERENCE_DATASET
+
+    hp = {"precompute_ref_log_probs": True, "max_steps": 10, "per_device_train_batch_size": 2,
+          "gradient_accumulation_steps": 1, "eval_fraction": 0.0135}
+    job = submit(client, dataset_id, model="builtin:tiny-mistral", backend="cuda", hyperparameters=hp)
+    train, _ = split(load_examples(REFERENCE_DATASET), 0.0135, job["hyperparameters"]["seed"])
+    assert len(train) == 987
+    assert any("all 987 training rows" in w for w in job["warnings"]), job["warnings"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ktoforge.builtin_model import BUILTINS
+from ktoforge.dataset.split import training_rows
 from ktoforge.fit import GB, NEAR_FIT, Estimate, estimate, known_shape, plan_of
 from ktoforge.jobs import JobStore
 from ktoforge.models import ModelError, local_model_dir
@@ -143,12 +144,13 @@ def range_warnings(spec: JobCreate) -> list[str]:
     return out
 
 
-def precompute_warnings(spec: JobCreate, rows: int) -> list[str]:
+def precompute_warnings(spec: JobCreate, desirable: int, undesirable: int) -> list[str]:
     """precompute_ref_log_probs pays over full epochs only: its pass runs the reference over every training row
     once, where the steps would have run it over the rows the job trains on. A job that trains on less than an
-    epoch does more reference work with it than without: said at submit (the option stays as asked)."""
+    epoch does more reference work with it than without: said at submit (the option stays as asked). The
+    training rows are counted as the worker's split will leave them (per label: split.training_rows)."""
     hp = spec.hyperparameters
-    train_rows = rows - round(rows * hp.eval_fraction)
+    train_rows = training_rows(desirable, undesirable, hp.eval_fraction)
     if not hp.precompute_ref_log_probs or train_rows <= 0:
         return []
     if hp.max_steps > 0:

@@ -42,7 +42,8 @@ def create_job(
         raise unprocessable(["body", "model"], str(exc))
     placement = place(spec, store.workers(), settings)  # will it fit? and backend "auto" (ktoforge_api.placement)
     if spec.hyperparameters.precompute_ref_log_probs:  # reads the dataset's report: only for those who ask
-        placement.warnings += precompute_warnings(spec, storage.report(spec.dataset_id).rows)
+        report = storage.report(spec.dataset_id)
+        placement.warnings += precompute_warnings(spec, report.desirable, report.undesirable)
     spec = spec.model_copy(update={"backend": placement.backend})
     try:
         job, created = store.create(spec, idempotency_key, settings.max_queued_jobs)
