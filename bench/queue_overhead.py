@@ -9,9 +9,12 @@ succeeded. Both are timed from the moment they are asked to start; runs alternat
 kept. Prints `queue_overhead_ratio` (system / direct) and, from the job's own events, where the extra time went:
 queue_wait_s (submit → running), startup_s (running → the first logged step: imports, model load, dataset
 download, and the steps up to that log), train_s (first → last logged step) and finish_s (last step →
-succeeded: artifact uploads). The step count starts at --steps (default: the model's); a run that trains for
-less than 30 s (a faster machine) is discarded and the count scaled up until training lasts 35 s or so.
-Run: .venv/bin/python bench/queue_overhead.py [--steps N] [--repeats 2]
+succeeded: artifact uploads); then the same four of the fastest direct run, direct_*, read from the events its
+job record gets in the same Redis (its direct_queue_wait_s is the process's start and imports, up to the call
+of train), so each phase compares with its direct counterpart. The step count starts at --steps (default: the
+model's); a run that trains for less than 30 s (a faster machine) is discarded and the count scaled up until
+training lasts 35 s or so.
+Run: .venv/bin/python bench/queue_overhead.py [--steps N] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -53,15 +56,29 @@ ctx.output_dir.mkdir(parents=True)
 ctx.checkpoint_dir.mkdir(parents=True)
 train(ctx)
 assert (ctx.output_dir / "adapter_model.safetensors").exists()
+print("JOB", job.id)
 """
 
 
-def direct_run(env: dict[str, str], dataset: Path, model: str, hp: dict, folder: Path) -> float:
-    """Wall time of a fresh process that trains the job through the backend's train function alone."""
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", DIRECT, str(dataset), repr(hp), str(folder), repr(LORA), model], env=env,
-                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+def direct_run(client, env: dict[str, str], dataset: Path, model: str, hp: dict,
+               folder: Path) -> tuple[float, dict[str, float]]:
+    """Wall time of a fresh process that trains the job through the backend's train function alone, and its
+    phases, read from the events its job record got in the same Redis (queue_wait_s: the process's start, its
+    imports and the record's creation, up to the call of train)."""
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-c", DIRECT, str(dataset), repr(hp), str(folder), repr(LORA), model],
+                         env=env, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True).stdout
+    wall = time.time() - t0
+    job_id = next(line.split()[1] for line in out.splitlines() if line.startswith("JOB "))
+    return wall, phases_of(events(client, job_id), t0, t0 + wall)
+
+
+def phases_of(evs: list[dict], t0: float, end: float) -> dict[str, float]:
+    """Where a run's wall time went, from its job's events: t0 → running → first logged step → last → ``end``."""
+    running = next(e["time"] for e in evs if e["type"] == "state" and e["data"].get("status") == "running")
+    steps = [e["time"] for e in evs if e["type"] == "metrics"]
+    return {"queue_wait_s": running - t0, "startup_s": steps[0] - running, "train_s": steps[-1] - steps[0],
+            "finish_s": end - steps[-1]}
 
 
 def system_run(client, dataset_id: str, model: str, hp: dict) -> tuple[float, dict[str, float]]:
@@ -72,12 +89,7 @@ def system_run(client, dataset_id: str, model: str, hp: dict) -> tuple[float, di
     assert r.status_code == 201, r.text
     job = wait_status(client, r.json()["id"], {"succeeded", "failed"}, timeout=900)
     assert job["status"] == "succeeded", job
-    evs = events(client, job["id"])
-    running = next(e["time"] for e in evs if e["type"] == "state" and e["data"].get("status") == "running")
-    steps = [e["time"] for e in evs if e["type"] == "metrics"]
-    phases = {"queue_wait_s": running - t0, "startup_s": steps[0] - running, "train_s": steps[-1] - steps[0],
-              "finish_s": job["finished_at"] - steps[-1]}
-    return job["finished_at"] - t0, phases
+    return job["finished_at"] - t0, phases_of(events(client, job["id"]), t0, job["finished_at"])
 
 
 def pick_model() -> tuple[str, int, int]:
@@ -98,7 +110,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=0,
                         help="optimizer steps to start with (default: the model's, about 35-40 s of training)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each path; the fastest of each is kept (two runs of the same direct job "
+                        "have differed by 18 % a step)")
     args = parser.parse_args()
     model, default_steps, logging_steps = pick_model()
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,27 +124,31 @@ def main() -> None:
         try:
             with system.client() as client:
                 dataset_id = upload(client, dataset)
-                direct, through, phases = [], [], []
+                direct, through, phases, direct_phases = [], [], [], []
                 steps, runs = args.steps or default_steps, 0
                 while len(through) < args.repeats:
                     runs += 1
                     hp = {**HP, "max_steps": steps, "save_steps": steps, "logging_steps": logging_steps}
-                    direct.append(direct_run(env, dataset, model, hp, tmp_path / f"direct-{runs}"))
+                    wall, phase = direct_run(client, env, dataset, model, hp, tmp_path / f"direct-{runs}")
+                    direct.append(wall)
+                    direct_phases.append(phase)
                     wall, phase = system_run(client, dataset_id, model, hp)
                     through.append(wall)
                     phases.append(phase)
                     if phase["train_s"] < MIN_TRAIN_S:  # a faster machine: too little training to compare
                         steps = round(steps * (MIN_TRAIN_S + 5) / phase["train_s"])
-                        direct, through, phases = [], [], []
+                        direct, through, phases, direct_phases = [], [], [], []
         finally:
             stop_system(system)
-    best = min(range(args.repeats), key=lambda i: through[i])
+    best, best_direct = (min(range(args.repeats), key=lambda i: walls[i]) for walls in (through, direct))
     emit("queue_direct_s", min(direct), ".2f")
     emit("queue_system_s", min(through), ".2f")
     emit("queue_overhead_ratio", min(through) / min(direct))
     emit("queue_steps", steps, ".0f")
     for name, value in phases[best].items():
         emit(name, value, ".2f")
+    for name, value in direct_phases[best_direct].items():  # the same phases of the fastest direct run
+        emit(f"direct_{name}", value, ".2f")
 
 
 if __name__ == "__main__":
