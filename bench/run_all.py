@@ -93,7 +93,8 @@ def verdict(name: str, value: float) -> str:
     met = value <= goal if op == "<=" else value >= goal
     if met:
         return "met"
-    return f"missed by {abs(value / goal - 1) * 100:.0f} %"
+    off = abs(value / goal - 1) * 100
+    return f"missed by {off:.1f} %" if off < 1 else f"missed by {off:.0f} %"  # never "by 0 %"
 
 
 def machine() -> str:
