@@ -2,7 +2,9 @@
 
 The child is a session leader whose controlling terminal is the pty, so rich sees a terminal (live bar)
 and writing ``\\x03`` to the master is a real Ctrl-C: the line discipline sends SIGINT to the foreground
-process group, exactly as when a user presses it.
+process group, exactly as when a user presses it. SIGINT and SIGQUIT start at their defaults in the child, as
+in a shell's foreground job: a test run started in the background by a non-interactive shell (`make test &`)
+ignores both, Python keeps an ignored SIGINT ignored, and Ctrl-C would then never reach the CLI.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ class PtySession:
                  rows: int = 40, cols: int = 160) -> None:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: exec at once (nothing of the test process runs here)
+            for sig in (signal.SIGINT, signal.SIGQUIT):  # a terminal's foreground job: not what the tests inherit
+                signal.signal(sig, signal.SIG_DFL)
             if cwd:
                 os.chdir(cwd)
             os.execve(argv[0], argv, {**env, "TERM": "xterm-256color", "COLUMNS": str(cols), "LINES": str(rows)})
