@@ -52,7 +52,7 @@ def copy_lora(peft_model: Any, mlx_model: Any) -> None:
 def make_pair(dataset: Path, model_dir: Path, out: Path, loss_type: str = "kto", warm_steps: int = 0,
               **kto_kwargs: Any) -> Pair:
     """``warm_steps`` of TRL training first (lr 1e-2) move the policy where the KL estimate is positive: after 5,
-    the first batch's KL was 15.8-18.3 over five draws of lora_A. At lr 5e-2 it was 0 (clamped) to 10.9, so
+    the first batch's KL was 15.8-18.3 over five draws of lora_A. At lr 5e-2 it was 0 (clamped) to 12.6, so
     test_first_batch_equals_trl failed in about one run in three while lora_A was drawn unseeded.
     ``kto_kwargs`` are KTOConfig's, over the defaults below; our rows follow its batch size and max_length."""
     import mlx_lm
