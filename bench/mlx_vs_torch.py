@@ -10,11 +10,12 @@ job option precompute_ref_log_probs on both sides (TRL's precomputed batch; ours
 mlx_precomputed_kto_over_sft_ratio, torch_precomputed_kto_over_sft_ratio, mlx_torch_precomputed_step_ratio,
 and mlx_precompute_ref_step_ratio (our step with the option on over off: precompute_ref.py's figure, on MLX).
 Last, the floor of each ratio: mlx_kto_floor_ratio and torch_kto_floor_ratio, 1 + 3 x (a plain gradient-free
-forward of the batch) / (the SFT step). KTO as TRL defines it runs three such forwards besides a gradient pass
-like SFT's (the reference on the batch and on the KL batch, the policy on the KL batch), so no implementation
-equal to TRL's gets its KTO step under that many SFT steps without making the framework's forward itself
-cheaper. mlx_torch_floor_ratio (the first floor over the second) is the least mlx_torch_step_ratio that leaves;
-mlx_kto_over_floor and torch_kto_over_floor say how far each KTO step sits above its own floor.
+forward of the batch) / (the SFT step). KTO as TRL defines it runs three gradient-free forwards besides a
+gradient pass like SFT's (the reference on the batch and on the KL batch, the policy on the KL batch): run as
+plain forwards, as TRL runs them, they put the KTO step at its floor. mlx_torch_floor_ratio (the first floor
+over the second) is the mlx_torch_step_ratio that plain forwards on both sides would give; mlx_kto_over_floor
+and torch_kto_over_floor say where each KTO step sits against its own floor (below 1: forwards cheaper than
+plain ones, as ours are, with the LM head on the completion positions only and the attention chunked on the CPU).
 A step is forward + backward + AdamW update. The backends take turns, round after round, each turn warmed up first,
 and the median of each step is taken (median_times). The MLX SFT step is compiled as mlx-lm's trainer compiles it.
 Run: .venv/bin/python bench/mlx_vs_torch.py [--rows 4] [--rounds 5] [--steps 3]
@@ -161,7 +162,7 @@ def torch_steps(trainer) -> tuple[Steps, int]:
 
 
 def floor(steps: dict[str, float]) -> float:
-    """KTO's step over the SFT step, were its three gradient-free forwards its only cost beyond SFT's."""
+    """KTO's step over the SFT step, were three plain gradient-free forwards its only cost beyond SFT's."""
     return 1 + 3 * steps["forward"] / steps["sft"]
 
 
@@ -205,7 +206,7 @@ def main() -> None:
     print(f"mlx_precompute_ref_step_ratio {m['kto_precomputed'] / m['kto']:.3f}")  # precompute_ref.py's, on MLX
     print(f"mlx_kto_floor_ratio {floor(m):.3f}")
     print(f"torch_kto_floor_ratio {floor(t):.3f}")
-    print(f"mlx_torch_floor_ratio {floor(m) / floor(t):.3f}")  # the least mlx_torch_step_ratio TRL's KTO leaves
+    print(f"mlx_torch_floor_ratio {floor(m) / floor(t):.3f}")  # what plain forwards on both sides would give
     print(f"mlx_kto_over_floor {mlx_ratio / floor(m):.3f}")
     print(f"torch_kto_over_floor {torch_ratio / floor(t):.3f}")
 
