@@ -54,3 +54,37 @@ def small_dataset(folder: Path, rows: int) -> Path:
     path = folder / f"bench-{rows}.jsonl"
     path.write_text("\n".join(picked) + "\n")
     return path
+
+
+
+def wait_worker_idle(system, children: int, quiet_s: float = 1.0, timeout: float = 300) -> float:
+    """Wait until the torch worker's ``children``-th pool child has imported the training stack (one child per
+    job: after n jobs, the n + 1-th; KTOFORGE_WORKER_PREWARM) and its processes used under 2 % of a core for
+    ``quiet_s``; the seconds waited. A run started while a new child imports would share the cores with it (a
+    direct run made slower, a job kept waiting), so each timed run starts on a ready, quiet worker."""
+    import time
+
+    import psutil
+
+    from tests.system import TORCH_WORKER
+
+    def cpu() -> float:
+        total = 0.0
+        for pid in system.pids(TORCH_WORKER):
+            try:
+                times = psutil.Process(pid).cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+        return total
+
+    start = time.time()
+    system.prewarmed_child(children, timeout)
+    used = cpu()
+    while time.time() - start < timeout:
+        time.sleep(quiet_s)
+        now = cpu()
+        if now - used < 0.02 * quiet_s:
+            return time.time() - start
+        used = now
+    raise TimeoutError(f"the torch worker was still busy after {timeout:.0f} s")

@@ -5,8 +5,11 @@ API → Redis → Celery → worker, side by side in one run, on builtin:smollm2
 Direct: a fresh Python process builds the job's context (a job record in the same Redis, the dataset file on
 disk) and calls ``ktoforge_worker.train.train`` — imports, model load, training, adapter saved, as a user's own
 script would. Through the system: POST /v1/jobs to a running local mode (idle worker) until the record says
-succeeded. Both are timed from the moment they are asked to start; runs alternate and the minimum of each is
-kept. Prints `queue_overhead_ratio` (system / direct) and, from the job's own events, where the extra time went:
+succeeded. The worker's idle pool child has imported the training stack already (KTOFORGE_WORKER_PREWARM, the
+default), as a user's idle worker has; a user's script imports it in its run. Each run, of either path, starts
+once the worker's child is prewarmed and quiet (wait_worker_idle): the child forked after a job imports for
+seconds, which would slow whichever run shared the cores with it. Both are timed from the moment they are
+asked to start; runs alternate and the minimum of each is kept. Prints `queue_overhead_ratio` (system / direct) and, from the job's own events, where the extra time went:
 queue_wait_s (submit → running), startup_s (running → the first logged step: imports, model load, dataset
 download, and the steps up to that log), train_s (first → last logged step) and finish_s (last step →
 succeeded: artifact uploads); then the same four of the fastest direct run, direct_*, read from the events its
@@ -27,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import MODELS, ROOT, emit, small_dataset
+from harness import MODELS, ROOT, emit, small_dataset, wait_worker_idle
 
 from tests.system import events, start_system, stop_system, upload, wait_status
 
@@ -129,9 +132,11 @@ def main() -> None:
                 while len(through) < args.repeats:
                     runs += 1
                     hp = {**HP, "max_steps": steps, "save_steps": steps, "logging_steps": logging_steps}
+                    wait_worker_idle(system, runs)  # after each job its child's replacement imports: not meanwhile
                     wall, phase = direct_run(client, env, dataset, model, hp, tmp_path / f"direct-{runs}")
                     direct.append(wall)
                     direct_phases.append(phase)
+                    wait_worker_idle(system, runs)
                     wall, phase = system_run(client, dataset_id, model, hp)
                     through.append(wall)
                     phases.append(phase)

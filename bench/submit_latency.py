@@ -7,11 +7,11 @@ only the path to "running" matters here.
 
 The 50 jobs go to the MLX worker (mlx[cpu] here): the queue path (API → Redis → Celery → the worker's
 transition) is the same for both workers, and an MLX job of one step ends in about a second, where the torch
-worker's fresh child (a new process per job, which must import torch and TRL) takes about ten. The torch worker
-gets 5 jobs of its own, so that its path is measured too, each 8 s after the one before: after a job the worker
-is busy for seconds more (its job's child process exits and the pool forks the next one; --max-tasks-per-child 1),
-so a job submitted at once waited for that (torch p50 0.02 s in one run, 3.8 s in another, max 4.8 s); with the
-pause, 0.028 s (max 0.052) in a check run.
+worker's fresh child (a new process per job) takes several. The torch worker gets 5 jobs of its own, so that its
+path is measured too, each once the worker is idle again (wait_worker_idle): after a job its child exits and the
+pool forks the next one (--max-tasks-per-child 1), which imports the training stack before it takes a job
+(KTOFORGE_WORKER_PREWARM), so a job submitted at once waits for that (before the prewarm, with a fixed 8 s pause
+instead: torch p50 0.028 s, max 0.052, in a check run).
 Prints `submit_latency_p50_s` and `submit_latency_p99_s` (MLX worker, nearest rank: with 50 jobs, the second
 largest), then `submit_latency_torch_p50_s` and `submit_latency_torch_max_s`.
 Run: .venv/bin/python bench/submit_latency.py [--jobs 50] [--torch-jobs 5]
@@ -22,23 +22,24 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from harness import emit, percentile, small_dataset
+from harness import emit, percentile, small_dataset, wait_worker_idle
 
 from tests.system import start_system, stop_system, upload, wait_status
 
 HP = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 64,
       "gradient_checkpointing": False, "save_steps": 1000}
-TORCH_PAUSE_S = 8.0  # after a job the torch worker needs seconds to be idle again (see above)
 
 
-def latencies(client, dataset_id: str, backend: str, jobs: int, pause_s: float = 0.0) -> list[float]:
-    """Submit → running of ``jobs`` jobs on ``backend``'s queue, each submitted ``pause_s`` after the one before
-    has ended."""
-    out = []
+def latencies(client, dataset_id: str, backend: str, jobs: int,
+              idle: Callable[[int], object] = lambda done: None) -> list[float]:
+    """Submit → running of ``jobs`` jobs on ``backend``'s queue, each submitted once the one before has ended and
+    ``idle(jobs done)`` has returned (the worker ready for the next)."""
+    out: list[float] = []
     for _ in range(jobs):
-        time.sleep(pause_s)
+        idle(len(out))
         t0 = time.time()
         r = client.post("/v1/jobs", json={"dataset_id": dataset_id, "backend": backend, "hyperparameters": HP})
         assert r.status_code == 201, r.text
@@ -61,7 +62,8 @@ def main() -> None:
             with system.client() as client:
                 dataset_id = upload(client, small_dataset(tmp_path, 8))
                 mlx = latencies(client, dataset_id, "mlx", args.jobs)
-                torch = latencies(client, dataset_id, "cuda", args.torch_jobs, pause_s=TORCH_PAUSE_S)
+                torch = latencies(client, dataset_id, "cuda", args.torch_jobs,
+                                  lambda done: wait_worker_idle(system, done + 1))
         finally:
             stop_system(system)
     emit("submit_latency_p50_s", percentile(mlx, 50))

@@ -122,6 +122,13 @@ class Settings(BaseSettings):
         "device, instead of training on the CPU (compose sets it for the CUDA worker; local mode keeps the CPU "
         "fallback).",
     )
+    worker_prewarm: bool = Field(
+        True,
+        description="The torch worker's idle pool child imports the training stack (torch, Unsloth where used, TRL, "
+        "transformers, peft, datasets) before a job arrives, so a job sent to an idle worker skips those seconds "
+        "(6 on a 2-core CPU). false: each job imports them in its run, and no idle child holds them (nor, with "
+        "Unsloth on a GPU, a CUDA context).",
+    )
     max_json_body_kb: int = Field(
         256, description="Largest JSON request body the API reads, in KiB (413 above; refused before parsing)."
     )

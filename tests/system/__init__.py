@@ -19,6 +19,10 @@ API_KEY = "e2e-api-key"
 FINISHED = {"succeeded", "failed", "cancelled"}
 
 
+PREWARMED = "prewarm: training stack imported"  # what ktoforge_worker.app logs once a pool child has imported
+TORCH_WORKER = "ktoforge_worker.app worker"  # the torch worker's command line: parent and pool child, not Flower
+
+
 @dataclass
 class System:
     url: str
@@ -43,6 +47,17 @@ class System:
                 if marker in _cmdline(child):
                     found.append(child)
         return found
+
+    def prewarmed_child(self, count: int, timeout: float = 180) -> int:
+        """The pid of the torch worker's pool child once the log holds ``count`` prewarm lines: its child has
+        imported the training stack (KTOFORGE_WORKER_PREWARM), ``count`` children so far (one per job)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            pids = self.pids(TORCH_WORKER)
+            if self.log.read_text().count(PREWARMED) >= count and len(pids) == 2:
+                return pids[1]
+            time.sleep(0.2)
+        raise AssertionError(f"no prewarmed child #{count}:\n" + self.log.read_text()[-4000:])
 
     def wait_ready(self, queues: list[str], timeout: float = 120) -> None:
         deadline = time.time() + timeout

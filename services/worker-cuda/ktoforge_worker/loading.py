@@ -4,7 +4,8 @@
 Unsloth patches TRL's trainers (KTO: log-probs in chunks instead of full [batch, seq, vocab] logits) only when
 it is imported before trl, transformers and peft: a class bound earlier stays TRL's unpatched one. So the
 decision is made from ``find_spec`` and torch alone, and ``import_unsloth_first`` runs before anything of the
-training stack is imported (this runs in the fresh child of each job, so nothing was imported before it).
+training stack is imported (this runs in the pool's fresh child, which serves one job, so nothing was imported
+before it: see import_training_stack).
 Every load passes ``trust_remote_code=False``: model folders and hub repos are user-chosen, their code is not
 run.
 """
@@ -44,6 +45,24 @@ def import_unsloth_first(settings: Settings) -> bool:
     import unsloth  # noqa: F401, I001 (patches trl, transformers and peft: must precede them)
 
     return True
+
+
+def import_training_stack(settings: Settings) -> bool:
+    """Import what every job of this worker imports, in the order training needs (torch, Unsloth where it will be
+    used, then trl, transformers, peft, datasets); whether Unsloth is used.
+
+    For the pool's idle child (ktoforge_worker.app's prewarm): the seconds these imports take (about 6 on a
+    2-core CPU, without Unsloth) are then spent before a job arrives, not in its run. Loads no model and holds
+    no memory a job would not hold; Unsloth, on a GPU, may create the CUDA context it needs anyway."""
+    import torch  # noqa: F401
+
+    use_unsloth = import_unsloth_first(settings)
+    import datasets  # noqa: F401
+    import peft  # noqa: F401
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: F401
+    from trl import KTOConfig, KTOTrainer  # noqa: F401  (trl's lazy module: this runs the trainer's imports)
+
+    return use_unsloth
 
 
 # What TRL's data preparation reads of a model (tokenizer and chat template): a hub model's weights are not
