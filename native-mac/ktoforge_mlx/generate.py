@@ -9,7 +9,7 @@ Prompts are rendered by the shared chat-template code and tokenized without spec
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,13 @@ from ktoforge.dataset import ChatTemplate
 from ktoforge.evaluation.prompts import EvalPrompt, prompt_text
 
 
-def _complete(model: Any, tokenizer: Any, texts: list[str], max_new_tokens: int) -> list[dict[str, Any]]:
+def _complete(model: Any, tokenizer: Any, texts: list[str], max_new_tokens: int,
+              guard: Callable[[], None]) -> list[dict[str, Any]]:
     import mlx_lm
 
     out = []
     for text in texts:
+        guard()
         ids = tokenizer.encode(text, add_special_tokens=False)
         out.append({"text": mlx_lm.generate(model, tokenizer, prompt=ids, max_tokens=max_new_tokens)})
     return out
@@ -49,15 +51,16 @@ def mlx_adapter_dir(job_files: Path) -> Path:
     return folder
 
 
-def generate(model_ref: str, job_files: Path, prompts: Sequence[EvalPrompt],
-             max_new_tokens: int) -> dict[str, list[dict[str, Any]]]:
-    """``{"base": [...], "adapter": [...]}``, one ``{"text": ...}`` per prompt, in order."""
+def generate(model_ref: str, job_files: Path, prompts: Sequence[EvalPrompt], max_new_tokens: int,
+             guard: Callable[[], None] = lambda: None) -> dict[str, list[dict[str, Any]]]:
+    """``{"base": [...], "adapter": [...]}``, one ``{"text": ...}`` per prompt, in order. ``guard()`` runs before
+    each prompt and raises to stop (the evaluation's claim lapsed: ktoforge.evaluation.run)."""
     import mlx_lm
 
     template = ChatTemplate.from_dir(job_files if (job_files / "tokenizer_config.json").is_file() else model_ref)
     texts = [prompt_text(p, template) for p in prompts]
     options = {"tokenizer_config": {"trust_remote_code": False}, "trust_remote_code": False}
     model, tokenizer = mlx_lm.load(model_ref, **options)
-    base = _complete(model, tokenizer, texts, max_new_tokens)
+    base = _complete(model, tokenizer, texts, max_new_tokens, guard)
     model, tokenizer = mlx_lm.load(model_ref, adapter_path=str(mlx_adapter_dir(job_files)), **options)
-    return {"base": base, "adapter": _complete(model, tokenizer, texts, max_new_tokens)}
+    return {"base": base, "adapter": _complete(model, tokenizer, texts, max_new_tokens, guard)}

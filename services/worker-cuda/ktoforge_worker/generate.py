@@ -8,7 +8,7 @@ continuation starts at the same position. Greedy decoding: the comparison must n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +48,17 @@ def _generate_batch(model: Any, tokenizer: Any, texts: list[str], max_new_tokens
     return [t.split(tokenizer.eos_token)[0].replace(tokenizer.pad_token, "") for t in texts]
 
 
-def generate(model_ref: str, job_files: Path, prompts: Sequence[EvalPrompt],
-             max_new_tokens: int) -> dict[str, list[dict[str, Any]]]:
-    """``{"base": [...], "adapter": [...]}``, one ``{"text": ...}`` per prompt, in order."""
+def generate(model_ref: str, job_files: Path, prompts: Sequence[EvalPrompt], max_new_tokens: int,
+             guard: Callable[[], None] = lambda: None) -> dict[str, list[dict[str, Any]]]:
+    """``{"base": [...], "adapter": [...]}``, one ``{"text": ...}`` per prompt, in order. ``guard()`` runs before
+    each batch and raises to stop (the evaluation's claim lapsed: ktoforge.evaluation.run)."""
     model, tokenizer = _load(model_ref, job_files)
     template = ChatTemplate.from_dir(job_files if (job_files / "tokenizer_config.json").is_file() else model_ref)
     texts = [prompt_text(p, template) for p in prompts]
     outputs: dict[str, list[dict[str, Any]]] = {"base": [], "adapter": []}
     for start in range(0, len(texts), BATCH):
         chunk = texts[start:start + BATCH]
+        guard()
         with model.disable_adapter():
             outputs["base"] += [{"text": t} for t in _generate_batch(model, tokenizer, chunk, max_new_tokens)]
         outputs["adapter"] += [{"text": t} for t in _generate_batch(model, tokenizer, chunk, max_new_tokens)]

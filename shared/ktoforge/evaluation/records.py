@@ -104,18 +104,45 @@ class EvaluationStore:
 
     def update(self, evaluation_id: str, **fields: object) -> Evaluation:
         """The record with ``fields`` changed; the index of running evaluations (running_ids) follows its status."""
-        ev = self.get(evaluation_id)
-        if ev is None:
-            raise KeyError(evaluation_id)
-        ev = ev.model_copy(update={**fields, "updated_at": time.time()})
+        ev = self._changed(self.get(evaluation_id), evaluation_id, fields)
         with self.r.pipeline() as pipe:
-            pipe.set(_key(ev.id), ev.model_dump_json())
-            if ev.status == EvaluationStatus.running:
-                pipe.zadd(_key("running"), {ev.id: ev.updated_at})
-            else:
-                pipe.zrem(_key("running"), ev.id)
+            self._write(pipe, ev)
             pipe.execute()
         return ev
+
+    def update_if_claimed(self, evaluation_id: str, token: str, **fields: object) -> Evaluation | None:
+        """update(), only while ``token`` holds the claim, atomically (WATCH on the claim and the record); None
+        when it does not. A worker whose claim lapsed must not overwrite what the reaper wrote (its reason tells
+        the user to queue the evaluation again) nor revive the record."""
+        claim, record = _key(evaluation_id, "claim"), _key(evaluation_id)
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(claim, record)
+                    if pipe.get(claim) != token:
+                        return None
+                    raw = pipe.get(record)
+                    ev = self._changed(Evaluation.model_validate_json(raw) if raw else None, evaluation_id, fields)
+                    pipe.multi()
+                    self._write(pipe, ev)
+                    pipe.execute()
+                    return ev
+                except redis.WatchError:  # the claim or the record changed meanwhile: read them again
+                    continue
+
+    @staticmethod
+    def _changed(ev: Evaluation | None, evaluation_id: str, fields: dict[str, object]) -> Evaluation:
+        if ev is None:
+            raise KeyError(evaluation_id)
+        return ev.model_copy(update={**fields, "updated_at": time.time()})
+
+    @staticmethod
+    def _write(pipe: redis.client.Pipeline, ev: Evaluation) -> None:
+        pipe.set(_key(ev.id), ev.model_dump_json())
+        if ev.status == EvaluationStatus.running:
+            pipe.zadd(_key("running"), {ev.id: ev.updated_at})
+        else:
+            pipe.zrem(_key("running"), ev.id)
 
     def running_ids(self) -> list[str]:
         """The evaluations marked running, oldest first (what the reaper looks at)."""

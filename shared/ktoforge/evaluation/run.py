@@ -35,7 +35,13 @@ log = logging.getLogger(__name__)
 JOB_FILES = ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "tokenizer.model", "chat_template.jinja", "mlx_adapter.tar")
 Outputs = dict[str, list[dict[str, Any]]]
-GenerateFn = Callable[[str, Path, Sequence[EvalPrompt], int], Outputs]
+# (model, job files, prompts, max_new_tokens, guard): guard() is called before each batch of generation and
+# raises ClaimLost once the evaluation's claim is gone, so a worker whose claim lapsed stops generating.
+GenerateFn = Callable[[str, Path, Sequence[EvalPrompt], int, Callable[[], None]], Outputs]
+
+
+class ClaimLost(RuntimeError):
+    """The evaluation's claim lapsed while it ran: the reaper may have failed it, another worker may hold it."""
 
 
 def fetch_job_files(client: WorkerClient, job_id: str, folder: Path) -> Path:
@@ -81,7 +87,10 @@ def evaluation_prompts(evals: EvaluationStore, evaluation_id: str, client: Worke
 
 def run_evaluation(job_id: str, evaluation_id: str, backend: str, generate: GenerateFn,
                    worker: str | None = None) -> None:
-    """Run one delivery of an evaluation message; returns normally in every case so the message is acked."""
+    """Run one delivery of an evaluation message; returns normally in every case so the message is acked.
+
+    While it runs, the claim is renewed; once a renewal finds it gone (this worker was thought lost), the run
+    stops at the next batch and writes nothing: the record keeps what the reaper wrote."""
     settings = get_settings()
     evals = EvaluationStore.from_url(settings.redis_url)
     ev = evals.get(evaluation_id) if is_job_id(job_id) else None
@@ -93,27 +102,44 @@ def run_evaluation(job_id: str, evaluation_id: str, backend: str, generate: Gene
         return
     evals.update(evaluation_id, status=EvaluationStatus.running, worker=worker or token.split(":")[0])
     folder = Path(settings.work_dir) / "evaluations" / evaluation_id
+    lost = threading.Event()
     renewal = Renewal(f"claim of evaluation {evaluation_id}",
                       lambda: evals.renew_claim(evaluation_id, token, settings.lease_ttl_s),
-                      settings.heartbeat_interval_s, threading.Event())
+                      settings.heartbeat_interval_s, lost)
+
+    def guard() -> None:
+        if lost.is_set():
+            raise ClaimLost(f"the claim of evaluation {evaluation_id} lapsed")
+
     renewal.start()
     try:
-        job = JobStore.from_url(settings.redis_url).get(job_id)
-        client = WorkerClient(settings.api_url, settings.worker_token.get_secret_value(), token)
-        prompts = evaluation_prompts(evals, evaluation_id, client, job, Path(settings.work_dir), ev.limit)
-        files = fetch_job_files(client, job_id, folder / "job")
-        outputs = generate(resolve(job.model, settings.model_cache_dir), files, prompts, ev.max_new_tokens)
-        report = build_report(prompts, outputs, {"job_id": job_id, "evaluation_id": evaluation_id,
-                                                 "model": job.model, "backend": backend,
-                                                 "prompt_source": ev.prompt_source,
-                                                 "max_new_tokens": ev.max_new_tokens})
-        (folder / "eval_report.json").write_text(json.dumps(report, indent=2))
-        (folder / "eval_report.md").write_text(to_markdown(report, f"Tool-call evaluation of job {job_id}"))
-        names = upload_reports(client, evaluation_id, folder)
-        evals.update(evaluation_id, status=EvaluationStatus.succeeded, prompts=len(prompts), artifacts=names)
+        fields: dict[str, Any] = _evaluate(ev, backend, generate, token, folder, guard)
     except Exception as exc:  # recorded with a reason; the worker lives on
         log.exception("evaluation %s of job %s failed", evaluation_id, job_id)
-        evals.update(evaluation_id, status=EvaluationStatus.failed, reason=failure_reason(exc, settings))
+        fields = {"status": EvaluationStatus.failed, "reason": failure_reason(exc, settings)}
     finally:
         renewal.stopped.set()
         shutil.rmtree(folder, ignore_errors=True)
+    if evals.update_if_claimed(evaluation_id, token, **fields) is None:
+        log.warning("evaluation %s: its claim lapsed, the record stays as it is (this run: %s)", evaluation_id,
+                    fields["status"].value)
+
+
+def _evaluate(ev: Any, backend: str, generate: GenerateFn, token: str, folder: Path,
+              guard: Callable[[], None]) -> dict[str, Any]:
+    """Prompts, the job's files, generation, the report and its upload; the record's final fields."""
+    settings = get_settings()
+    evals = EvaluationStore.from_url(settings.redis_url)
+    job = JobStore.from_url(settings.redis_url).get(ev.job_id)
+    client = WorkerClient(settings.api_url, settings.worker_token.get_secret_value(), token)
+    prompts = evaluation_prompts(evals, ev.id, client, job, Path(settings.work_dir), ev.limit)
+    files = fetch_job_files(client, ev.job_id, folder / "job")
+    outputs = generate(resolve(job.model, settings.model_cache_dir), files, prompts, ev.max_new_tokens, guard)
+    report = build_report(prompts, outputs, {"job_id": ev.job_id, "evaluation_id": ev.id, "model": job.model,
+                                             "backend": backend, "prompt_source": ev.prompt_source,
+                                             "max_new_tokens": ev.max_new_tokens})
+    (folder / "eval_report.json").write_text(json.dumps(report, indent=2))
+    (folder / "eval_report.md").write_text(to_markdown(report, f"Tool-call evaluation of job {ev.job_id}"))
+    guard()
+    names = upload_reports(client, ev.id, folder)
+    return {"status": EvaluationStatus.succeeded, "prompts": len(prompts), "artifacts": names}

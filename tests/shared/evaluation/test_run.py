@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ktoforge.cli.main import app
-from ktoforge.evaluation.records import EvaluationStore
-from ktoforge.evaluation.run import run_evaluation
+from ktoforge.evaluation.records import EvaluationStore, _key
+from ktoforge.evaluation.run import ClaimLost, run_evaluation
 from ktoforge.lifecycle import run_job
 from ktoforge.schemas import JobStatus
 from ktoforge.settings import get_settings
@@ -137,3 +137,41 @@ def test_cli_eval_waits_for_the_report_and_export_writes_runnable_folders(api, n
     assert (tmp_path / "o" / "base" / "model.safetensors").is_file()
     result = CliRunner().invoke(app, ["job", "export", job_id, "--to", str(tmp_path / "x"), "--format", "mlx", *auth])
     assert result.exit_code == 1 and "MLX backend" in " ".join(result.output.split())
+
+
+def test_a_worker_whose_claim_lapsed_stops_generating_and_leaves_the_reapers_record(api, new_job):
+    """The claim lapses mid-run (this worker was thought lost) and the API's reaper fails the evaluation: the
+    worker's renewal notices, generation stops at its next batch, and the worker writes nothing over the
+    reaper's reason (which tells the user to queue it again), nor any report."""
+    from ktoforge_worker.generate import generate
+
+    job_id = trained_job(api, new_job)
+    ev = httpx.post(f"{api}/v1/jobs/{job_id}/evaluations", headers=USER,
+                    json={"prompts": PROMPTS, "max_new_tokens": 4}).json()
+    evals = EvaluationStore.from_url(get_settings().redis_url)
+    stopped = []
+
+    def generate_once_reaped(model: str, files: Path, prompts, max_new_tokens: int, guard) -> dict:
+        evals.r.delete(_key(ev["id"], "claim"))  # the renewals stop reaching Redis for a lease's length
+        deadline = time.time() + 60
+        while evals.get(ev["id"]).status.value != "failed":  # the API's reaper (every 10 s)
+            assert time.time() < deadline, "the reaper did not fail the evaluation"
+            time.sleep(0.2)
+        while True:  # the renewal thread finds the claim gone within an interval
+            try:
+                guard()
+            except ClaimLost:
+                break
+            assert time.time() < deadline, "the renewal did not notice"
+            time.sleep(0.1)
+        try:
+            return generate(model, files, prompts, max_new_tokens, guard)
+        except ClaimLost:
+            stopped.append(True)
+            raise
+
+    run_evaluation(job_id, ev["id"], "cuda", generate_once_reaped)
+    assert stopped == [True]  # generate itself checked the guard before its first batch
+    record = evals.get(ev["id"])
+    assert record.status.value == "failed" and "queue the evaluation again" in record.reason, record.reason
+    assert not (artifacts(job_id) / "eval_report.json").exists()
