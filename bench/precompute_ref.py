@@ -5,10 +5,12 @@ Each run is a job record with the option set, trained through the torch backend'
 (ktoforge_worker.train.build_trainer: the job's KTOConfig, LoRA, builtin tiny model, CPU), so the figure
 measures the option as a job gets it. With it on, TRL runs the reference model over the whole training set
 before the first step and each step then skips the reference forward passes; the one-off cost pays back only
-over many steps (full epochs). Prints `precompute_ref_step_ratio` (median step time on / off),
-precompute_ref_setup_s (train() to the first step, on, minus the same with it off: the one-off pass) and the
-two medians.
-Run: .venv/bin/python bench/precompute_ref.py [--steps 30] [--rows 64]
+over many steps (full epochs). The two jobs take turns, --rounds times (the order swapped each round), and the
+fastest run of each is kept: one run of each gave ratios from 0.75 to 0.97 on the same machine, as the step time
+with the option off moved by a fifth between runs. Prints `precompute_ref_step_ratio` (median step time on / off,
+each its fastest run's), precompute_ref_setup_s (train() to the first step, on, minus the same with it off: the
+one-off pass; median over the rounds) and the two step times.
+Run: .venv/bin/python bench/precompute_ref.py [--steps 30] [--rows 64] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each job, taking turns")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp) / "redis")
@@ -74,13 +77,17 @@ def main() -> None:
                           KTOFORGE_DATA_DIR=f"{tmp}/data", KTOFORGE_WORK_DIR=f"{tmp}/work")
         try:
             dataset = small_dataset(Path(tmp), args.rows)
-            off, off_start = timed_job(dataset, Path(tmp) / "off", args.steps, False)
-            on, on_start = timed_job(dataset, Path(tmp) / "on", args.steps, True)
+            runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+            for i in range(args.rounds):
+                for precompute in ((False, True) if i % 2 == 0 else (True, False)):
+                    runs[precompute].append(timed_job(dataset, Path(tmp) / f"{precompute}-{i}", args.steps, precompute))
         finally:
             server.stop()
+    off, on = (min(step for step, _ in runs[precompute]) for precompute in (False, True))
+    setup = median([on_start - off_start for (_, on_start), (_, off_start) in zip(runs[True], runs[False])])
     emit("precompute_ref_step_off_s", off, ".4f")
     emit("precompute_ref_step_on_s", on, ".4f")
-    emit("precompute_ref_setup_s", max(0.0, on_start - off_start), ".2f")
+    emit("precompute_ref_setup_s", max(0.0, setup), ".2f")
     emit("precompute_ref_step_ratio", on / off)
 
 
