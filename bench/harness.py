@@ -56,7 +56,6 @@ def small_dataset(folder: Path, rows: int) -> Path:
     return path
 
 
-
 def wait_worker_idle(system, children: int, quiet_s: float = 1.0, timeout: float = 300) -> float:
     """Wait until the torch worker's ``children``-th pool child has imported the training stack (one child per
     job: after n jobs, the n + 1-th; KTOFORGE_WORKER_PREWARM) and its processes used under 2 % of a core for

@@ -126,7 +126,7 @@ class Settings(BaseSettings):
         True,
         description="The torch worker's idle pool child imports the training stack (torch, Unsloth where used, TRL, "
         "transformers, peft, datasets) before a job arrives, so a job sent to an idle worker skips those seconds "
-        "(6 on a 2-core CPU). false: each job imports them in its run, and no idle child holds them (nor, with "
+        "(6-8 on a 2-core CPU). false: each job imports them in its run, and no idle child holds them (nor, with "
         "Unsloth on a GPU, a CUDA context).",
     )
     max_json_body_kb: int = Field(

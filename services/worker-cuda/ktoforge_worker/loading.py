@@ -51,8 +51,8 @@ def import_training_stack(settings: Settings) -> bool:
     """Import what every job of this worker imports, in the order training needs (torch, Unsloth where it will be
     used, then trl, transformers, peft, datasets); whether Unsloth is used.
 
-    For the pool's idle child (ktoforge_worker.app's prewarm): the seconds these imports take (about 6 on a
-    2-core CPU, without Unsloth) are then spent before a job arrives, not in its run. Loads no model and holds
+    For the pool's idle child (ktoforge_worker.app's prewarm): the seconds these imports take (6-8 on this
+    project's 2-core CI machines, without Unsloth) are then spent before a job arrives, not in its run. Loads no model and holds
     no memory a job would not hold; Unsloth, on a GPU, may create the CUDA context it needs anyway."""
     import torch  # noqa: F401
 
