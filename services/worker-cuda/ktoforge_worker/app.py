@@ -37,13 +37,14 @@ def prewarm(**_: Any) -> None:
     A task that arrives meanwhile waits for it in the queue: the pool hands work only to a child that is up.
     A failed import is logged and left to the job, whose run imports the same modules and reports the error
     on the job record, where the user sees it."""
-    if not get_settings().worker_prewarm:
+    settings = get_settings()
+    if not settings.worker_prewarm:
         return
     start = time.perf_counter()
     try:
         from ktoforge_worker.loading import import_training_stack
 
-        unsloth = import_training_stack(get_settings())
+        unsloth = import_training_stack(settings)
     except Exception:  # noqa: BLE001 - the job's own run meets it again and records it
         log.warning("prewarm: importing the training stack failed; the next job imports it", exc_info=True)
         return

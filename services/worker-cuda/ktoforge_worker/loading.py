@@ -52,8 +52,9 @@ def import_training_stack(settings: Settings) -> bool:
     used, then trl, transformers, peft, datasets); whether Unsloth is used.
 
     For the pool's idle child (ktoforge_worker.app's prewarm): the seconds these imports take (6-8 on this
-    project's 2-core CI machines, without Unsloth) are then spent before a job arrives, not in its run. Loads no model and holds
-    no memory a job would not hold; Unsloth, on a GPU, may create the CUDA context it needs anyway."""
+    project's 2-core CI machines, without Unsloth) are then spent before a job arrives, not in its run. Loads
+    no model and holds no memory a job would not hold; Unsloth, on a GPU, may create the CUDA context it needs
+    anyway."""
     import torch  # noqa: F401
 
     use_unsloth = import_unsloth_first(settings)

@@ -113,7 +113,7 @@ def run_evaluation(job_id: str, evaluation_id: str, backend: str, generate: Gene
 
     renewal.start()
     try:
-        fields: dict[str, Any] = _evaluate(ev, backend, generate, token, folder, guard)
+        fields: dict[str, Any] = _evaluate(evals, ev, backend, generate, token, folder, guard)
     except Exception as exc:  # recorded with a reason; the worker lives on
         log.exception("evaluation %s of job %s failed", evaluation_id, job_id)
         fields = {"status": EvaluationStatus.failed, "reason": failure_reason(exc, settings)}
@@ -125,11 +125,10 @@ def run_evaluation(job_id: str, evaluation_id: str, backend: str, generate: Gene
                     fields["status"].value)
 
 
-def _evaluate(ev: Any, backend: str, generate: GenerateFn, token: str, folder: Path,
+def _evaluate(evals: EvaluationStore, ev: Any, backend: str, generate: GenerateFn, token: str, folder: Path,
               guard: Callable[[], None]) -> dict[str, Any]:
     """Prompts, the job's files, generation, the report and its upload; the record's final fields."""
     settings = get_settings()
-    evals = EvaluationStore.from_url(settings.redis_url)
     job = JobStore.from_url(settings.redis_url).get(ev.job_id)
     client = WorkerClient(settings.api_url, settings.worker_token.get_secret_value(), token)
     prompts = evaluation_prompts(evals, ev.id, client, job, Path(settings.work_dir), ev.limit)

@@ -17,6 +17,7 @@ from tests.system import FINISHED, PREWARMED, upload, wait_status
 
 pytestmark = pytest.mark.slow
 
+
 def test_each_jobs_child_has_imported_the_training_stack_before_the_job(system, reference_dataset, tmp_path):
     first = system.prewarmed_child(1)
     assert "libtorch" in Path(f"/proc/{first}/maps").read_text()  # torch loaded with no job sent yet
