@@ -8,15 +8,15 @@ script would. Through the system: POST /v1/jobs to a running local mode (idle wo
 succeeded. The worker's idle pool child has imported the training stack already (KTOFORGE_WORKER_PREWARM, the
 default), as a user's idle worker has; a user's script imports it in its run. Each run, of either path, starts
 once the worker's child is prewarmed and quiet (wait_worker_idle): the child forked after a job imports for
-seconds, which would slow whichever run shared the cores with it. Both are timed from the moment they are
-asked to start; runs alternate and the minimum of each is kept. Prints `queue_overhead_ratio` (system / direct)
-and, from the job's own events, where the extra time went: queue_wait_s (submit → running), startup_s
-(running → the first logged step: imports, model load, dataset download, and the steps up to that log),
-train_s (first → last logged step) and finish_s (last step → succeeded: artifact uploads); then the same four of the fastest direct run, direct_*, read from the events its
-job record gets in the same Redis (its direct_queue_wait_s is the process's start and imports, up to the call
-of train), so each phase compares with its direct counterpart. The step count starts at --steps (default: the
-model's); a run that trains for less than 30 s (a faster machine) is discarded and the count scaled up until
-training lasts 35 s or so.
+seconds, which would slow whichever run shared the cores with it. Both are timed from the moment they are asked
+to start; runs alternate and the minimum of each is kept. Prints `queue_overhead_ratio` (system / direct) and,
+from the job's own events, where the extra time went: queue_wait_s (submit → running), startup_s (running → the
+first logged step: imports, model load, dataset download, and the steps up to that log), train_s (first → last
+logged step) and finish_s (last step → succeeded: artifact uploads); then the same four of the fastest direct
+run, direct_*, read from the events its job record gets in the same Redis (its direct_queue_wait_s is the
+process's start and imports, up to the call of train), so each phase compares with its direct counterpart. The
+step count starts at --steps (default: the model's); a run that trains for less than 30 s (a faster machine) is
+discarded and the count scaled up until training lasts 35 s or so.
 Run: .venv/bin/python bench/queue_overhead.py [--steps N] [--repeats 3]
 """
 
