@@ -1,7 +1,7 @@
 """Where the API's time goes under wrk: py-spy's top frames and the garbage collector's pauses, as a small text.
 
 The same setup as bench/api_throughput.py (100 jobs, one uvicorn process on core 0, wrk on core 1, 32
-connections on GET /v1/jobs/{id}). The API runs under a launcher that times every collection of the garbage
+connections on GET /v1/jobs/{id}, or with `--list` on GET /v1/jobs). The API runs under a launcher that times every collection of the garbage
 collector (gc.callbacks) before handing over to uvicorn; py-spy samples it meanwhile. `--code DIR` runs the
 API from another copy of the repository (e.g. `git archive OLD services shared | tar -x -C DIR`): the same
 script profiles the code before and after a change. Not part of `make bench`.
@@ -26,7 +26,7 @@ from harness import publish
 from tests.conftest import RedisServer
 
 # Runs uvicorn with a collector hook that rewrites GC_STATS, (end time, pause) per generation, after every 100th
-# collection (the API is killed, not asked to exit, so nothing is written at exit).
+# collection (the API is killed, not asked to exit, so nothing is written at exit), whole or not at all.
 LAUNCHER = """
 import gc, json, os, sys, time
 stats, started = {}, [0.0]
@@ -36,8 +36,9 @@ def hook(phase, info):
         return
     stats.setdefault(info["generation"], []).append((time.time(), time.perf_counter() - started[0]))
     if sum(map(len, stats.values())) % 100 == 0:
-        with open(os.environ["GC_STATS"], "w") as fh:
+        with open(os.environ["GC_STATS"] + ".new", "w") as fh:
             json.dump({"frozen": gc.get_freeze_count(), "pauses": stats}, fh)
+        os.replace(os.environ["GC_STATS"] + ".new", os.environ["GC_STATS"])  # whole, though the API is killed
 gc.callbacks.append(hook)
 from uvicorn.main import main
 sys.argv[0] = "uvicorn"
@@ -46,7 +47,7 @@ main()
 RUNNER_FRAMES = re.compile(r"runpy|click/|uvicorn/(main|server|_compat)\.py|asyncio/runners|threading\.py:10")
 
 
-def summarise(raw: Path, gc_stats: Path, since: float, rps: float, p99: float, title: str) -> str:
+def summarise(raw: Path, gc_stats: Path, since: float, rps: float, p99: float, title: str, path: str) -> str:
     """Thread split, GC pauses after ``since`` (under load), top self and inclusive frames (launcher frames
     left out) of one recording."""
     import json
@@ -62,7 +63,7 @@ def summarise(raw: Path, gc_stats: Path, since: float, rps: float, p99: float, t
             own[frames[-1]] += n
         for frame in {f for f in frames if not RUNNER_FRAMES.search(f)}:
             inclusive[frame] += n
-    lines = [f"# {title}", f"wrk GET /v1/jobs/{{id}} while sampled: {rps:.0f} requests/s, p99 {p99:.1f} ms",
+    lines = [f"# {title}", f"wrk GET {path} while sampled: {rps:.0f} requests/s, p99 {p99:.1f} ms",
              f"py-spy samples: {total} ({', '.join(f'{k} {100 * v / total:.0f} %' for k, v in threads.items())})"]
     if gc_stats.exists():
         data = json.loads(gc_stats.read_text())
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--code", type=Path, help="a copy of the repository to run the API from")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--title", default="")
+    parser.add_argument("--list", action="store_true", help="load GET /v1/jobs (a page of 50) instead")
     args = parser.parse_args()
     spy = Path(sys.executable).parent / "py-spy"
     if shutil.which("wrk") is None or not spy.exists():
@@ -94,7 +96,7 @@ def main() -> None:
         env = {"GC_STATS": f"{tmp}/gc.json"}
         if args.code:
             env["PYTHONPATH"] = f"{args.code}/services/api:{args.code}/shared"
-        job_id = stored_jobs(server.url)
+        job_id, path = stored_jobs(server.url), "/v1/jobs" if args.list else "/v1/jobs/{id}"
         proc, url = start_api(server.url, Path(tmp) / "data", ("-c", LAUNCHER), env)
         try:
             raw = Path(tmp) / "profile.raw"
@@ -102,13 +104,14 @@ def main() -> None:
                                        "200", "-d", str(args.seconds + 2), "--threads", "--nonblocking"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             since = time.time()
-            rps, p99 = wrk(f"{url}/v1/jobs/{job_id}", args.seconds)
+            rps, p99 = wrk(f"{url}{path.replace('{id}', job_id)}", args.seconds)
             record.wait(60)
         finally:
             proc.kill()
             proc.wait(10)
             server.stop()
-        text = summarise(raw, Path(env["GC_STATS"]), since, rps, p99, args.title or f"API profile ({args.code or 'this tree'})")
+        title = args.title or f"API profile ({args.code or 'this tree'})"
+        text = summarise(raw, Path(env["GC_STATS"]), since, rps, p99, title, path)
     publish(text, args.out)
 
 

@@ -21,6 +21,7 @@ import redis.asyncio.retry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from ktoforge.job_json import JobAnswers
 from ktoforge.schemas import Backend, Event, Job, JobCreate, JobStatus
 from ktoforge.settings import get_settings
 
@@ -129,6 +130,7 @@ class JobReader:
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.r = client
+        self.answers = JobAnswers()  # page_json's answers, by record text (ktoforge.job_json)
 
     @classmethod
     def from_url(cls, url: str) -> "JobReader":
@@ -140,10 +142,21 @@ class JobReader:
 
     async def list(self, status: JobStatus | None, offset: int, limit: int) -> tuple[list[Job], int]:
         """JobStore.list, awaited."""
+        raws, total = await self._page_records(status, offset, limit)
+        return _page(raws, status), total
+
+    async def page_json(self, status: JobStatus | None, offset: int, limit: int) -> str:
+        """The same page as ``list``, as the JSON of its ``JobPage``: each record parsed and written once while
+        its stored text stays the same (ktoforge.job_json says why)."""
+        raws, total = await self._page_records(status, offset, limit)
+        return self.answers.page(raws, status, total, offset, limit)
+
+    async def _page_records(self, status: JobStatus | None, offset: int, limit: int) -> tuple[list[str | None], int]:
+        """(the stored texts of one page, newest first: None where deleted since the index read; the total)."""
         index = _page_index(status)
         async with self.r.pipeline(transaction=False) as pipe:
             ids, total = await pipe.zrevrange(index, offset, offset + limit - 1).zcard(index).execute()
-        return _page(await self.r.mget([_key("job", i) for i in ids]) if ids else [], status), total
+        return await self.r.mget([_key("job", i) for i in ids]) if ids else [], total
 
 
 class JobStore:

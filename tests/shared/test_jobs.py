@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ktoforge.jobs import JobStore, QueueFull, TransitionError, apply_transition
-from ktoforge.schemas import JobCreate, JobStatus
+from ktoforge.schemas import JobCreate, JobPage, JobStatus
 
 SPEC = JobCreate(dataset_id="a" * 64)
 
@@ -119,7 +119,8 @@ def test_a_transition_applied_again_after_a_lost_reply_changes_nothing(store):
 
 
 def test_reader_on_an_event_loop_reads_what_the_store_wrote(store, kf_env):
-    """JobReader (the API's awaited reads) and JobStore agree on records, pages, filters and missing ids."""
+    """JobReader (the API's awaited reads) and JobStore agree on records, pages, filters and missing ids; the
+    page's JSON is the JobPage of the same records."""
     import asyncio
 
     from ktoforge.jobs import JobNotFound, JobReader
@@ -133,7 +134,10 @@ def test_reader_on_an_event_loop_reads_what_the_store_wrote(store, kf_env):
             assert await reader.get(jobs[1].id) == store.get(jobs[1].id)
             for status, offset, limit in [(None, 0, 3), (None, 3, 3), (JobStatus.queued, 0, 10),
                                           (JobStatus.running, 0, 10), (JobStatus.failed, 0, 10)]:
-                assert await reader.list(status, offset, limit) == store.list(status, offset, limit)
+                items, total = await reader.list(status, offset, limit)
+                assert (items, total) == store.list(status, offset, limit)
+                page = JobPage(items=items, total=total, offset=offset, limit=limit)
+                assert await reader.page_json(status, offset, limit) == page.model_dump_json()
             with pytest.raises(JobNotFound):
                 await reader.get("missing")
         finally:

@@ -134,7 +134,10 @@ def test_sigkill_mlx_worker_resumes_from_checkpoint(small_dataset, tmp_path_fact
     from tests.system.fault.conftest import FAST
     from tests.system import start_system, stop_system
 
-    mlx_system = start_system(tmp_path_factory.mktemp("mlx-fault"), ["mlx"], max_attempts="3", **FAST)
+    # The Mac worker has no pool child to prewarm (FAST's 30 s stale outlasts the torch child's prewarm): a
+    # heartbeat 8 s stale is a lost worker here, and the reaper requeues the job 22 s sooner.
+    fast = {**FAST, "heartbeat_stale_s": "8"}
+    mlx_system = start_system(tmp_path_factory.mktemp("mlx-fault"), ["mlx"], max_attempts="3", **fast)
     try:
         with client(mlx_system) as c:
             job = c.post("/v1/jobs", json={"dataset_id": upload(c, small_dataset), "backend": "mlx",

@@ -70,10 +70,9 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
-    """Newest first, optionally only one status. Written once by pydantic, as get_job is."""
-    items, total = await reader.list(status_, offset, limit)  # on the event loop, no thread (JobReader)
-    return Response(JobPage(items=items, total=total, offset=offset, limit=limit).model_dump_json(),
-                    media_type="application/json")
+    """Newest first, optionally only one status. The ``JobPage`` JSON, joined from each record's kept answer
+    (JobReader.page_json): on the event loop, no thread."""
+    return Response(await reader.page_json(status_, offset, limit), media_type="application/json")
 
 
 @router.get("/{job_id}", response_model=Job)
