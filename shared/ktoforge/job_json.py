@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ktoforge.schemas import Job, JobStatus
 
-MAX_KEPT_CHARS = 8 << 20  # stored texts and answers kept, in characters (about 2,000 typical jobs): 16 MB at most
+MAX_KEPT_CHARS = 8 << 20  # stored texts + answers kept, in characters: ~4,000 jobs of 1 KB, 8 MiB if ASCII
 
 
 class JobAnswers:
