@@ -1,10 +1,10 @@
 """Where the API's time goes under wrk: py-spy's top frames and the garbage collector's pauses, as a small text.
 
 The same setup as bench/api_throughput.py (100 jobs, one uvicorn process on core 0, wrk on core 1, 32
-connections on GET /v1/jobs/{id}, or with `--list` on GET /v1/jobs). The API runs under a launcher that times every collection of the garbage
-collector (gc.callbacks) before handing over to uvicorn; py-spy samples it meanwhile. `--code DIR` runs the
-API from another copy of the repository (e.g. `git archive OLD services shared | tar -x -C DIR`): the same
-script profiles the code before and after a change. Not part of `make bench`.
+connections on GET /v1/jobs/{id}, or with `--list` on GET /v1/jobs). The API runs under a launcher that times
+every collection of the garbage collector (gc.callbacks) before handing over to uvicorn; py-spy samples it
+meanwhile. `--code DIR` runs the API from another copy of the repository (e.g. `git archive OLD services shared |
+tar -x -C DIR`): the same script profiles the code before and after a change. Not part of `make bench`.
 Run: .venv/bin/python bench/profile_api.py --out bench/profiles/api_after.txt [--code DIR] [--seconds 10]
 """
 

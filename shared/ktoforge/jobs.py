@@ -140,23 +140,14 @@ class JobReader:
     async def get(self, job_id: str) -> Job:
         return _record(job_id, await self.r.get(_key("job", job_id)))
 
-    async def list(self, status: JobStatus | None, offset: int, limit: int) -> tuple[list[Job], int]:
-        """JobStore.list, awaited."""
-        raws, total = await self._page_records(status, offset, limit)
-        return _page(raws, status), total
-
     async def page_json(self, status: JobStatus | None, offset: int, limit: int) -> str:
-        """The same page as ``list``, as the JSON of its ``JobPage``: each record parsed and written once while
+        """JobStore.list's page, awaited, as the JSON of its ``JobPage``: each record parsed and written once while
         its stored text stays the same (ktoforge.job_json says why)."""
-        raws, total = await self._page_records(status, offset, limit)
-        return self.answers.page(raws, status, total, offset, limit)
-
-    async def _page_records(self, status: JobStatus | None, offset: int, limit: int) -> tuple[list[str | None], int]:
-        """(the stored texts of one page, newest first: None where deleted since the index read; the total)."""
         index = _page_index(status)
         async with self.r.pipeline(transaction=False) as pipe:
             ids, total = await pipe.zrevrange(index, offset, offset + limit - 1).zcard(index).execute()
-        return await self.r.mget([_key("job", i) for i in ids]) if ids else [], total
+        raws = await self.r.mget([_key("job", i) for i in ids]) if ids else []
+        return self.answers.page(raws, status, total, offset, limit)
 
 
 class JobStore:

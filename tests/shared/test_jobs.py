@@ -119,8 +119,8 @@ def test_a_transition_applied_again_after_a_lost_reply_changes_nothing(store):
 
 
 def test_reader_on_an_event_loop_reads_what_the_store_wrote(store, kf_env):
-    """JobReader (the API's awaited reads) and JobStore agree on records, pages, filters and missing ids; the
-    page's JSON is the JobPage of the same records."""
+    """JobReader (the API's awaited reads) and JobStore agree on records, pages, filters and missing ids: the
+    reader's page JSON is the JobPage of the store's page."""
     import asyncio
 
     from ktoforge.jobs import JobNotFound, JobReader
@@ -134,8 +134,7 @@ def test_reader_on_an_event_loop_reads_what_the_store_wrote(store, kf_env):
             assert await reader.get(jobs[1].id) == store.get(jobs[1].id)
             for status, offset, limit in [(None, 0, 3), (None, 3, 3), (JobStatus.queued, 0, 10),
                                           (JobStatus.running, 0, 10), (JobStatus.failed, 0, 10)]:
-                items, total = await reader.list(status, offset, limit)
-                assert (items, total) == store.list(status, offset, limit)
+                items, total = store.list(status, offset, limit)
                 page = JobPage(items=items, total=total, offset=offset, limit=limit)
                 assert await reader.page_json(status, offset, limit) == page.model_dump_json()
             with pytest.raises(JobNotFound):
