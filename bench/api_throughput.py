@@ -55,7 +55,7 @@ def wrk(url: str, seconds: int, repeats: int = 1) -> tuple[float, float]:
     """(requests/s, p99 in ms), medians of ``repeats`` wrk runs after a warm-up; non-2xx answers fail the run."""
     cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{seconds}s", "--latency",
            "-H", f"Authorization: Bearer {KEY}", url]
-    subprocess.run([*cmd[:5], "-d2s", *cmd[6:]], check=True, capture_output=True)  # warm-up
+    subprocess.run([*cmd[:6], "-d2s", *cmd[7:]], check=True, capture_output=True)  # warm-up: 2 s, 32 connections
     runs = []
     for _ in range(repeats):
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout

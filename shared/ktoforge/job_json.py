@@ -1,4 +1,4 @@
-"""A page of jobs as the API's JSON, written from each record's answer kept by the record's stored text.
+"""Jobs as the API's JSON (a page, or one record), written from each record's answer kept by its stored text.
 
 ``GET /v1/jobs`` read 50 records and, for each, parsed it into a ``Job`` and wrote it out again: under wrk that
 was 44 % of the API's samples (pydantic's validate 32 %, dump 12 %, bench/profiles/api_list_before.txt), and the
@@ -7,7 +7,9 @@ api_list_after.txt). A record's answer depends on its stored text alone (and thi
 kept, keyed by that text: a record that changed is a new key, parsed once, and a page of unchanged records is
 joined from kept answers. Exact: the page is the text ``JobPage.model_dump_json`` writes (the same item texts,
 joined by its separators; tests/shared/test_job_json.py compares them), and a filtered page leaves out a record
-that is no longer of the status, as ``JobStore.list`` does.
+that is no longer of the status, as ``JobStore.list`` does. ``GET /v1/jobs/{id}`` answers from the same kept
+answers (``JobReader.get_json``): 968 -> 1,344 requests/s with auth's settings dependency gone too
+(bench/profiles/api_2aed219.txt, api_kept_answer.txt; a slower machine than the figures above).
 """
 
 from __future__ import annotations

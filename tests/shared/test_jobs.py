@@ -120,25 +120,32 @@ def test_a_transition_applied_again_after_a_lost_reply_changes_nothing(store):
 
 def test_reader_on_an_event_loop_reads_what_the_store_wrote(store, kf_env):
     """JobReader (the API's awaited reads) and JobStore agree on records, pages, filters and missing ids: the
-    reader's page JSON is the JobPage of the store's page."""
+    reader's page JSON is the JobPage of the store's page, its record JSON the Job's, before and after a change."""
     import asyncio
 
-    from ktoforge.jobs import JobNotFound, JobReader
+    from ktoforge.jobs import JobNotFound, JobReader, _key
 
-    jobs = [store.create(SPEC)[0] for _ in range(5)]
+    jobs = [store.create(SPEC)[0] for _ in range(6)]
     store.transition(jobs[1].id, JobStatus.running)
+    store.r.delete(_key("job", jobs[4].id))  # in the indexes, its record gone: left out of a page, as by list
 
     async def read() -> None:
         reader = JobReader.from_url(kf_env["KTOFORGE_REDIS_URL"])
         try:
             assert await reader.get(jobs[1].id) == store.get(jobs[1].id)
-            for status, offset, limit in [(None, 0, 3), (None, 3, 3), (JobStatus.queued, 0, 10),
+            for status, offset, limit in [(None, 0, 3), (None, 3, 3), (None, 6, 3), (JobStatus.queued, 0, 10),
                                           (JobStatus.running, 0, 10), (JobStatus.failed, 0, 10)]:
                 items, total = store.list(status, offset, limit)
                 page = JobPage(items=items, total=total, offset=offset, limit=limit)
                 assert await reader.page_json(status, offset, limit) == page.model_dump_json()
             with pytest.raises(JobNotFound):
                 await reader.get("missing")
+            assert await reader.get_json(jobs[0].id) == store.get(jobs[0].id).model_dump_json()
+            store.transition(jobs[0].id, JobStatus.running)  # a changed record: a new text, a new answer
+            assert await reader.get_json(jobs[0].id) == store.get(jobs[0].id).model_dump_json()
+            for missing in ("missing", jobs[4].id):
+                with pytest.raises(JobNotFound):
+                    await reader.get_json(missing)
         finally:
             await reader.r.aclose()
 

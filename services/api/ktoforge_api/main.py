@@ -41,7 +41,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     threading.Thread(target=_index_old_records, args=(get_store(), stop), name="ktoforge-index", daemon=True).start()
     # The ~100k objects of a started app (modules, routes, pydantic schemas) live as long as the process: moved
     # out of the collector's reach, a full collection no longer walks them. Each walked them for 30-200 ms with
-    # every request waiting: the p99 of GET /v1/jobs/{id} under load (bench/profiles/api_gc_*.txt).
+    # every request waiting: the p99 of GET /v1/jobs/{id} under load. bench/profile_api.py times every collection
+    # (bench/profiles/api_after.txt: the longest 2.8 ms, frozen).
     gc.freeze()
     yield
     stop.set()

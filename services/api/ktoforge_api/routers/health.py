@@ -48,7 +48,7 @@ _answers: weakref.WeakKeyDictionary[JobStore, _Answers] = weakref.WeakKeyDiction
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 

@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response, status
 
-from ktoforge.jobs import QueueFull, TransitionError
+from ktoforge.jobs import JobNotFound, QueueFull, TransitionError
 from ktoforge.models import ModelError, check_model
 from ktoforge.queue import enqueue
 from ktoforge.schemas import Job, JobCreate, JobPage, JobStatus
-from ktoforge_api.deps import CeleryDep, JobDep, ReaderDep, SettingsDep, StorageDep, StoreDep, require_user
+from ktoforge_api.deps import (CeleryDep, JobDep, ReaderDep, SettingsDep, StorageDep, StoreDep, job_not_found,
+                                require_user)
 from ktoforge_api.errors import unprocessable
 from ktoforge_api.placement import place, precompute_warnings, record_warnings
 from ktoforge_api.quotas import check_quotas, queue_full
@@ -75,12 +76,15 @@ async def list_jobs(
     return Response(await reader.page_json(status_, offset, limit), media_type="application/json")
 
 
-@router.get("/{job_id}", response_model=Job)
-async def get_job(job: JobDep) -> Response:
-    """The record as JSON, written once by pydantic: FastAPI would otherwise validate the Job it was given again
-    against ``response_model`` and encode it twice. async, like load_job: the request never leaves the event
-    loop."""
-    return Response(job.model_dump_json(), media_type="application/json")
+@router.get("/{job_id}", response_model=Job, responses={404: {"description": "No such job"}})
+async def get_job(job_id: str, reader: ReaderDep) -> Response:
+    """The record as JSON: its kept answer (JobReader.get_json), written by pydantic once while the record stays
+    the same, not validated and encoded again against ``response_model`` on each request. On the event loop,
+    no thread."""
+    try:
+        return Response(await reader.get_json(job_id), media_type="application/json")
+    except JobNotFound:
+        raise job_not_found(job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=Job, responses={409: {"description": "Job already finished"}})
