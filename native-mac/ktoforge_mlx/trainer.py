@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -95,19 +95,38 @@ def make_optimizer(plan: Plan) -> optim.Optimizer:
 
 
 def enable_grad_checkpointing(model: nn.Module) -> None:
-    """Recompute each transformer block in the backward pass (mlx-lm's own helper), and train the adapters
-    without dropout: mx.checkpoint's recompute draws new random numbers, so a LoRA dropout mask would differ
-    between the forward and the backward pass and the gradient would be wrong (seen: off by orders of
-    magnitude). mlx-lm's helper patches the block's class, so it is applied once per class: twice would nest
-    the recompute."""
-    from mlx_lm.tuner.trainer import grad_checkpoint
+    """Recompute each of this model's transformer blocks in the backward pass, and train its adapters without
+    dropout: mx.checkpoint's recompute draws new random numbers, so a LoRA dropout mask would differ between the
+    forward and the backward pass and the gradient would be wrong (seen: off by orders of magnitude).
 
+    mlx-lm's own helper (tuner.trainer.grad_checkpoint) replaces the block class's ``__call__``: every model of
+    that class in the process, then and later, is checkpointed. The Mac worker trains job after job in one
+    process (solo pool), so a job without checkpointing that came after one with it would be checkpointed too,
+    its dropout still on: wrong gradients. Here each block of this model becomes an instance of a subclass that
+    checkpoints (_checkpointed); the class itself, and every other model, stay as they were."""
     for _, layer in lora_layers(model):
         layer.dropout = nn.Identity()
-    block = type(model.layers[0])
-    if not getattr(block.__call__, "ktoforge_checkpointed", False):
-        grad_checkpoint(model.layers[0])
-        block.__call__.ktoforge_checkpointed = True
+    for block in model.layers:
+        block.__class__ = _checkpointed(type(block))
+
+
+@cache
+def _checkpointed(block: type) -> type:
+    """``block`` whose call is recomputed in the backward pass (mlx-lm's grad_checkpoint, as a subclass); itself
+    when it checkpoints already."""
+    if getattr(block, "ktoforge_checkpointed", False):
+        return block
+    call = block.__call__
+
+    def checkpointed_call(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        def inner(params: Any, *args: Any, **kwargs: Any) -> Any:
+            self.update(params)
+            return call(self, *args, **kwargs)
+
+        return mx.checkpoint(inner)(self.trainable_parameters(), *args, **kwargs)
+
+    return type(f"Checkpointed{block.__name__}", (block,), {"__call__": checkpointed_call,
+                                                           "ktoforge_checkpointed": True})
 
 
 PAD_MULTIPLE = 32  # widths rounded up to this (as mlx-lm's batches are): few shapes, few compilations

@@ -83,6 +83,50 @@ def test_lora_dropout_is_the_jobs_in_training_only(tiny_model_dir) -> None:
     np.testing.assert_array_equal(np.array(model(ids)), np.array(model(ids)))
 
 
+def test_gradient_checkpointing_is_one_models_own(tiny_model_dir) -> None:
+    """The Mac worker trains job after job in one process: checkpointing one job's model leaves every other model
+    of its class, then and later, as it was (mlx-lm's helper patched the class: a later job without
+    checkpointing was checkpointed too, its dropout on). The checkpointed model's loss and gradients are the
+    plain model's."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx_lm
+    from mlx.utils import tree_flatten
+
+    from ktoforge.schemas import LoraSettings
+    from ktoforge_mlx.kto import KTOSettings, kto_loss
+    from ktoforge_mlx.lora import add_lora, lora_parameters
+    from ktoforge_mlx.trainer import enable_grad_checkpointing
+
+    def model_with_lora() -> nn.Module:
+        model, _ = mlx_lm.load(str(tiny_model_dir))
+        mx.random.seed(0)
+        add_lora(model, lora_parameters(model, LoraSettings(r=4, lora_alpha=8, lora_dropout=0.0)))
+        for _, m in model.named_modules():
+            if hasattr(m, "lora_b"):
+                m.lora_b = mx.random.normal(m.lora_b.shape) * 0.05
+        return model
+
+    checkpointed, other = model_with_lora(), model_with_lora()
+    block = type(other.layers[0])
+    call = block.__call__
+    enable_grad_checkpointing(checkpointed)
+    enable_grad_checkpointing(checkpointed)  # twice: still one recompute, not nested
+    assert all(type(b) is block for b in other.layers + model_with_lora().layers) and block.__call__ is call
+    assert all(type(b).__bases__ == (block,) for b in checkpointed.layers)
+
+    ids = mx.array([[1, 3, 40, 41, 4, 50, 51, 2], [1, 5, 42, 4, 60, 61, 62, 2]])
+    mask = mx.array([[0, 0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 1, 1, 1, 1]])
+    batch = {"input_ids": ids, "completion_mask": mask, "KL_input_ids": ids[::-1], "KL_completion_mask": mask[::-1],
+             "label": mx.array([True, False])}
+    results = [nn.value_and_grad(m, lambda m, b: kto_loss(m, b, KTOSettings())[0])(m, batch)
+               for m in (checkpointed, other)]
+    (loss_c, grads_c), (loss_o, grads_o) = results
+    assert abs(loss_c.item() - loss_o.item()) < 1e-6
+    for (name, g_c), (_, g_o) in zip(tree_flatten(grads_c), tree_flatten(grads_o), strict=True):
+        assert mx.allclose(g_c, g_o, atol=1e-6).item(), name
+
+
 def test_logits_at_completion_positions_are_the_full_logits(tiny_model_dir) -> None:
     """completion_logits runs the head on the gathered hidden states of the completion-predicting positions: the
     same numbers as the full forward there, also through the generic fallback (an architecture not known to be
