@@ -43,8 +43,13 @@ demo: install
 
 # Everything but the real Docker run (marker `compose`: it needs an engine, root or sudo, minutes). The 20 slowest
 # tests are listed at the end: CI allows `make test` 20 minutes, and that list says where they go.
+# Test files run in TEST_WORKERS processes at once (pytest-xdist; a file's tests stay together, so a module's
+# fixtures, such as a started system, are made once), the long files dealt out first (tests/conftest.py). Most
+# tests wait on processes they start: one at a time, make test took 23.6 min on a slow 2-core machine, over the
+# 20 CI allows.
+TEST_WORKERS ?= 2
 test: install
-	$(call PYTEST,-m "not compose" --durations=20)
+	$(call PYTEST,-m "not compose" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=20)
 
 test-fault: install
 	$(call PYTEST,tests/system/fault)

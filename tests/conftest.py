@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,8 +15,40 @@ import httpx
 import pytest
 import redis
 
+from tests import outcomes
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DATASET = ROOT / "datasets" / "syngen_toolset_v1.0.0_claude.jsonl"  # the repository's own copy (MIT)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """Each test's lost jobs and server errors ride on its teardown report (tests/outcomes.py says why)."""
+    report = yield
+    if report.when == "teardown":
+        report.user_properties.append((outcomes.KEY, outcomes.take()))
+    return report
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files that start whole systems or train first: the fault files (the longest) with the most tests
+    first, then tests/system's others and the files marked slow, then the rest, each in its order. make test's
+    workers (pytest-xdist, one file at a time, --no-loadscope-reorder) are dealt the long files first and the
+    short ones even out the end, instead of one worker running the last long file while the other idles."""
+    system, fault = ROOT / "tests" / "system", ROOT / "tests" / "system" / "fault"
+    count = Counter(item.path for item in items)
+    heavy = {item.path for item in items if system in item.path.parents or item.get_closest_marker("slow")}
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        if fault in item.path.parents:
+            return 0, -count[item.path]
+        return (1, 0) if item.path in heavy else (2, 0)
+
+    items.sort(key=rank)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    outcomes.write_summary(terminalreporter)
 
 
 def free_port() -> int:

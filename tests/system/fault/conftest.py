@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.outcomes import STATS, count_server_errors, write_summary
+from tests.outcomes import STATS, count_server_errors
 from tests.system import API_KEY, System, start_system, stop_system
 from tests.job_fixtures import subset
 
@@ -46,7 +46,3 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 @pytest.fixture(scope="session")
 def small_dataset(reference_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return subset(reference_dataset, tmp_path_factory.mktemp("data") / "small.jsonl", 16)
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    write_summary(terminalreporter)
