@@ -146,7 +146,7 @@ class JobReader:
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.r = client
-        self.answers = JobAnswers()  # page_json's answers, by record text (ktoforge.job_json)
+        self.answers = JobAnswers()  # page_json's and get_json's answers, by record text (ktoforge.job_json)
         self._page = client.register_script(PAGE)
 
     @classmethod
