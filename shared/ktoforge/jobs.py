@@ -117,10 +117,15 @@ def _client_options(retry_class: type) -> dict[str, Any]:
             "retry_on_error": [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError]}
 
 
-def _record(job_id: str, raw: str | None) -> Job:
+def _stored(job_id: str, raw: str | None) -> str:
+    """A record's stored text, as GET returned it: JobNotFound when Redis has none."""
     if raw is None:
         raise JobNotFound(job_id)
-    return Job.model_validate_json(raw)
+    return raw
+
+
+def _record(job_id: str, raw: str | None) -> Job:
+    return Job.model_validate_json(_stored(job_id, raw))
 
 
 def _page_index(status: JobStatus | None) -> str:
@@ -159,10 +164,7 @@ class JobReader:
 
     async def get_json(self, job_id: str) -> str:
         """The record as the API answers it, ``Job.model_dump_json()``: its kept answer (ktoforge.job_json)."""
-        raw = await self.r.get(_key("job", job_id))
-        if raw is None:
-            raise JobNotFound(job_id)
-        return self.answers.answer(raw)[1]
+        return self.answers.answer(_stored(job_id, await self.r.get(_key("job", job_id))))[1]
 
     async def page_json(self, status: JobStatus | None, offset: int, limit: int) -> str:
         """JobStore.list's page, awaited, as the JSON of its ``JobPage``: each record parsed and written once while
