@@ -181,7 +181,8 @@ def run_stack(stack: str, model_dir: Path, steps: int, cap_gb: float) -> dict[st
             model, tokenizer, peft_config = load(str(model_dir), job, settings, use_unsloth=True)
         else:
             model, tokenizer, peft_config = load_plain(model_dir, job)
-        trainer = KTOTrainer(model=model, args=worker_kto_args(job, work), train_dataset=kto_rows(tokenizer, BATCH * steps * 2),
+        trainer = KTOTrainer(model=model, args=worker_kto_args(job, work),
+                             train_dataset=kto_rows(tokenizer, BATCH * steps * 2),
                              processing_class=tokenizer, peft_config=peft_config, callbacks=[StepTimer()])
         trainer.train()
     except torch.cuda.OutOfMemoryError:

@@ -15,9 +15,12 @@ first logged step: imports, model load, dataset download, and the steps up to th
 logged step) and finish_s (last step → succeeded: artifact uploads); then the same four of the fastest direct
 run, direct_*, read from the events its job record gets in the same Redis (its direct_queue_wait_s is the
 process's start and imports, up to the call of train), so each phase compares with its direct counterpart. The
-step count starts at --steps (default: the model's); a run that trains for less than 30 s (a faster machine) is
-discarded and the count scaled up until training lasts 35 s or so (a direct run found too short is not followed
-by a system run: the ~45 s that would cost are spared).
+step count starts at --steps (default: the model's). The first direct run of a count calibrates it: under
+CALIBRATE_S of training (a faster machine), the count is scaled to train about TARGET_TRAIN_S and the run is
+discarded, with no system run spent on it. Later runs of that count are discarded, with all kept so far, only
+under the issue's MIN_TRAIN_S. Scaled to just past 30 s, a count missed it again a run or two later (two runs of one
+count have differed by 18 % a step), and each restart threw away the runs kept so far: queue_overhead.py took
+694 s of a 15 min 53 s make bench.
 Run: .venv/bin/python bench/queue_overhead.py [--steps N] [--repeats 3]
 """
 
@@ -38,6 +41,8 @@ from tests.system import events, start_system, stop_system, upload, wait_status
 HP = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 192,
       "gradient_checkpointing": False, "logging_steps": 10, "learning_rate": 1e-4}
 MIN_TRAIN_S = 30  # the issue's condition: the ratio is judged at 30 s of training or more
+CALIBRATE_S = 35  # a count's first run must train this long; else it is scaled to TARGET_TRAIN_S
+TARGET_TRAIN_S = 40  # a third above MIN_TRAIN_S: a later run 25 % faster than the count's first still counts
 LORA = {"lora_dropout": 0.0}  # the same adapter settings on both paths: a like-for-like ratio
 
 DIRECT = """
@@ -96,6 +101,21 @@ def system_run(client, dataset_id: str, model: str, hp: dict) -> tuple[float, di
     return job["finished_at"] - t0, phases_of(events(client, job["id"]), t0, job["finished_at"])
 
 
+def progress(run: int, steps: int, path: str, wall: float, phase: dict[str, float]) -> None:
+    """One line a run on stderr, stdout holding the figures only: where the script's minutes go (run alone;
+    make bench keeps a script's stderr for the message of a failure)."""
+    print(f"queue_overhead.py: run {run}, {steps} steps, {path}: {wall:.1f} s, {phase['train_s']:.1f} s training",
+          file=sys.stderr, flush=True)
+
+
+def scaled(steps: int, logging_steps: int, train_s: float) -> int:
+    """The step count that trains about TARGET_TRAIN_S, from a run of ``steps`` that trained ``train_s``: training
+    is timed from the first logged step on, so it spans the steps after that one (a first step also loads and
+    warms up: seen 12 s, against 5-6 s for the others)."""
+    per_step = train_s / max(steps - logging_steps, 1)
+    return logging_steps + round(TARGET_TRAIN_S / per_step)
+
+
 def pick_model() -> tuple[str, int, int]:
     """(model, steps to start with, logging_steps): the issue's builtin:smollm2-135m where its package is installed
     (about 7 s a step here: 6 steps, each logged, so the phases are read off real steps), else the tiny model
@@ -135,17 +155,19 @@ def main() -> None:
                     hp = {**HP, "max_steps": steps, "save_steps": steps, "logging_steps": logging_steps}
                     wait_worker_idle(system, jobs + 1)  # after each job its child's replacement imports: not meanwhile
                     wall, phase = direct_run(client, env, dataset, model, hp, tmp_path / f"direct-{runs}")
+                    progress(runs, steps, "direct", wall, phase)
+                    if phase["train_s"] < (MIN_TRAIN_S if direct else CALIBRATE_S):  # too little training
+                        steps = scaled(steps, logging_steps, phase["train_s"])
+                        direct, through, phases, direct_phases = [], [], [], []
+                        continue
                     direct.append(wall)
                     direct_phases.append(phase)
-                    if phase["train_s"] >= MIN_TRAIN_S:  # else no system run is spent on a count found too small
-                        wait_worker_idle(system, jobs + 1)
-                        wall, phase = system_run(client, dataset_id, model, hp)
-                        jobs += 1
-                        through.append(wall)
-                        phases.append(phase)
-                    if phase["train_s"] < MIN_TRAIN_S:  # a faster machine: too little training to compare
-                        steps = round(steps * (MIN_TRAIN_S + 5) / phase["train_s"])
-                        direct, through, phases, direct_phases = [], [], [], []
+                    wait_worker_idle(system, jobs + 1)
+                    wall, phase = system_run(client, dataset_id, model, hp)
+                    progress(runs, steps, "system", wall, phase)
+                    jobs += 1
+                    through.append(wall)
+                    phases.append(phase)
         finally:
             stop_system(system)
     best, best_direct = (min(range(args.repeats), key=lambda i: walls[i]) for walls in (through, direct))

@@ -107,9 +107,18 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.release()}"
 
 
+def uncommitted() -> str:
+    """What the measured tree had beyond its commit (RESULTS.md itself aside), as the header says it: a run of a
+    changed tree must not pass for a run of its commit."""
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                         cwd=HERE).stdout.splitlines()
+    changed = [line[3:] for line in out if not line.endswith("bench/RESULTS.md")]
+    return f" with uncommitted changes to {', '.join(changed)}" if changed else ""
+
+
 def write_results(figures: dict[str, float], durations: dict[str, float], gpu: bool) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
+                            cwd=HERE).stdout.strip() + uncommitted()
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = ["# Benchmark results", "", f"Written by `make bench` (bench/run_all.py) on {now}, commit {commit}.",
              f"Machine: {machine()}.", "", "```"]
