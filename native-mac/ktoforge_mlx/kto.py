@@ -3,8 +3,10 @@
 Every quantity of the step (logps, KL, entropy, logits/*) reads the logits only at the positions that predict a
 completion token, so the LM head and the log-softmax run there only (completion_logits): exact, cheaper, and,
 for the mlx-lm architectures whose head splits off (split_head), no batch x length x vocabulary array is made.
-On the CPU the gradient-free forwards run the sequence in chunks through a KV cache (chunked_forward): MLX's CPU
-attention computes the masked half of every causal score matrix, its Metal kernel skips it.
+On the CPU a gradient-free pass that runs alone (the reference precompute, evaluation) runs the sequence in chunks
+through a KV cache (chunked_forward): MLX's CPU attention computes the masked half of every causal score matrix,
+its Metal kernel skips it. The training step's own passes run unchunked on the CPU, on two streams at once
+(ktoforge_mlx.trainer.CompiledStep says why).
 
 Policy = base + mlx-lm LoRA layers; reference = the same model with each LoRA layer's base linear swapped
 in (the adapter not computed) under ``stop_gradient``: no second copy of the weights, which is what lets a
@@ -159,11 +161,11 @@ def per_row(values: mx.array, positions: mx.array, rows: int) -> mx.array:
     return mx.where(owner, values[None, :], 0.0).sum(-1)
 
 
-def sequence_logps(model: nn.Module, input_ids: mx.array, positions: mx.array) -> mx.array:
+def sequence_logps(model: nn.Module, input_ids: mx.array, positions: mx.array, chunked: bool = True) -> mx.array:
     """Sum over completion tokens of log p(token | prefix), per row (TRL's selective_log_softmax + sum), for the
-    gradient-free passes, whose logits serve nothing else (chunked on the CPU: gradient_free_chunk). Rows are
-    right-padded: the causal mask alone keeps padding out of every real position."""
-    logits = completion_logits(model, input_ids, positions, gradient_free_chunk())
+    gradient-free passes, whose logits serve nothing else (chunked on the CPU: gradient_free_chunk, unless
+    ``chunked`` is False). Rows are right-padded: the causal mask alone keeps padding out of every real position."""
+    logits = completion_logits(model, input_ids, positions, gradient_free_chunk() if chunked else None)
     logps, _ = token_logps(logits, input_ids, positions)
     return per_row(logps, positions, input_ids.shape[0])
 
@@ -191,37 +193,39 @@ def _stacked(a: mx.array, b: mx.array) -> mx.array:
     return mx.concatenate([pad(a), pad(b)], axis=0)
 
 
-def reference_logps(model: nn.Module, batch: Batch, cfg: KTOSettings) -> dict[str, mx.array]:
+def reference_logps(model: nn.Module, batch: Batch, cfg: KTOSettings, chunked: bool = True) -> dict[str, mx.array]:
     """The reference model's logps of the batch (``ref_logps``) and, for ``kto``, of the KL batch
     (``ref_KL_logps``): TRL's names. The two batches go through one forward, stacked (the KL rows' positions
     shifted by n). Fixed for the whole run (the reference never trains), so a job may compute them once,
-    before the first step (precompute_ref_log_probs; ktoforge_mlx.trainer.precompute_references)."""
+    before the first step (precompute_ref_log_probs; ktoforge_mlx.trainer.precompute_references). ``chunked``:
+    see sequence_logps."""
     batch = with_positions(batch)
     n = batch["input_ids"].shape[0]
     if not cfg.calculate_kl:
         with lora_disabled(model):
-            return {"ref_logps": sequence_logps(model, batch["input_ids"], batch["positions"])}
+            return {"ref_logps": sequence_logps(model, batch["input_ids"], batch["positions"], chunked)}
     kl_positions = batch["KL_positions"]
     shifted = mx.concatenate([kl_positions[:1] + n, kl_positions[1:]], axis=0)
     with lora_disabled(model):
         ref = sequence_logps(model, _stacked(batch["input_ids"], batch["KL_input_ids"]),
-                             mx.concatenate([batch["positions"], shifted], axis=1))
+                             mx.concatenate([batch["positions"], shifted], axis=1), chunked)
     return {"ref_logps": ref[:n], "ref_KL_logps": ref[n:]}
 
 
 def fixed_terms(model: nn.Module, batch: Batch, cfg: KTOSettings,
-                reference: dict[str, mx.array] | None = None) -> dict[str, mx.array]:
+                reference: dict[str, mx.array] | None = None, chunked: bool = True) -> dict[str, mx.array]:
     """What needs no gradient: reference logps of the batch and the clamped KL estimate.
 
     Computed outside the differentiated function so their graphs are freed before the backward pass.
     ``reference`` is reference_logps(model, batch, cfg), computed here when not given (not precomputed); the
-    policy's logps of the KL batch change every step, so they are always computed here.
+    policy's logps of the KL batch change every step, so they are always computed here. ``chunked``: see
+    sequence_logps.
     """
     batch = with_positions(batch)
-    reference = reference_logps(model, batch, cfg) if reference is None else reference
+    reference = reference_logps(model, batch, cfg, chunked) if reference is None else reference
     if not cfg.calculate_kl:
         return {"ref_logps": reference["ref_logps"], "kl": mx.array(0.0)}
-    kl_policy = sequence_logps(model, batch["KL_input_ids"], batch["KL_positions"])
+    kl_policy = sequence_logps(model, batch["KL_input_ids"], batch["KL_positions"], chunked)
     kl = mx.maximum(mx.mean(kl_policy - reference["ref_KL_logps"]), 0.0)
     return {"ref_logps": reference["ref_logps"], "kl": kl}
 

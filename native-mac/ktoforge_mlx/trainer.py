@@ -153,47 +153,72 @@ class CompiledStep:
     micro-batch gradient and the update each ``mx.compile``-d with the model, optimizer and random state (the
     random state makes LoRA dropout draw a new mask on each call instead of one traced into the graph).
 
-    Two evaluations per micro-batch: the gradient-free passes (reference, and the policy on the KL batch; only
-    the latter when the reference logps were precomputed: ``policy_kl``), then the gradient. One graph for both
-    would keep the gradient-free passes' logits alive through the backward
-    pass: measured on CPU, 11 batch-sized float32 logits arrays at the peak instead of 4, which for Mistral-7B
-    at batch 2 x 1024 tokens is 1.9 GB more (tests/mlx/test_fit.py). The gradient pass evaluates the loss and
-    the metrics before the gradients: in the other order the metrics' logits stay alive through the whole
-    backward pass (measured: 4 logits arrays at the peak instead of 3). Nothing is read back to the host until
-    the step is done.
+    On the GPU (and with ``streams=False``), two evaluations per micro-batch: the gradient-free passes
+    (reference, and the policy on the KL batch; only the latter when the reference logps were precomputed:
+    ``policy_kl``), then the gradient. One graph for both would keep the gradient-free passes' logits alive
+    through the backward pass: measured on CPU, 11 batch-sized float32 logits arrays at the peak instead of 4,
+    which for Mistral-7B at batch 2 x 1024 tokens is 1.9 GB more (tests/mlx/test_fit.py, which measures this
+    path). The gradient pass evaluates the loss and the metrics before the gradients: in the other order the
+    metrics' logits stay alive through the whole backward pass (measured: 4 logits arrays at the peak instead of
+    3). Nothing is read back to the host until the step is done.
+
+    On the CPU (``streams``, by default where MLX computes on the CPU) the reference pass runs on a second stream,
+    each stream a thread of its own, while the first runs the policy's KL pass and the gradient pass's forward;
+    the backward starts once the reference logps are in. MLX's CPU matmul uses one core, so the step's passes
+    otherwise leave the other idle: measured on the bench's batch (bench/RESULTS.md, stop 25), the step 28-31 %
+    shorter at its minimum. Both passes run unchunked there: chunks (kto.chunked_forward) make many small
+    operations, which the two threads do not overlap (1.2 cores busy, against 1.5).
 
     Built after a checkpoint is loaded: the compiled functions hold the optimizer's state dict itself.
     """
 
-    def __init__(self, model: nn.Module, optimizer: optim.Optimizer, cfg: KTOSettings, max_grad_norm: float):
+    def __init__(self, model: nn.Module, optimizer: optim.Optimizer, cfg: KTOSettings, max_grad_norm: float,
+                 streams: bool | None = None):
         self.model, self.optimizer = model, optimizer
         loss_and_grad = nn.value_and_grad(model, lambda m, b, fixed: kto_loss(m, b, cfg, fixed))
         if not optimizer._initialized:  # its moments must exist before they are traced as inputs
             optimizer.init(model.trainable_parameters())
         state = [model.state, optimizer.state, mx.random.state]
+        compiled = partial(mx.compile, inputs=state, outputs=state)
+        cpu = mx.default_device().type == mx.cpu
+        self.side = mx.new_stream(mx.cpu) if (cpu if streams is None else streams) else None
+        # no gradient flows through the fixed terms (stop_gradient in kto_loss)
+        self.reference = compiled(lambda batch: fixed_terms(model, batch, cfg))
+        self.policy_kl = compiled(lambda batch, reference: fixed_terms(model, batch, cfg, reference))  # precomputed
+        # the CPU's two streams: the reference logps alone (the model's state only read), then the KL term
+        self.reference_apart = mx.compile(lambda batch: reference_logps(model, batch, cfg, chunked=False),
+                                          inputs=[model.state])
+        self.policy_kl_apart = compiled(lambda batch, reference: fixed_terms(model, batch, cfg, reference,
+                                                                             chunked=False))
 
-        @partial(mx.compile, inputs=state, outputs=state)
-        def reference(batch: Batch) -> dict[str, mx.array]:
-            return fixed_terms(model, batch, cfg)  # no gradient flows through it (stop_gradient in kto_loss)
-
-        @partial(mx.compile, inputs=state, outputs=state)
-        def policy_kl(batch: Batch, reference: dict[str, mx.array]) -> dict[str, mx.array]:
-            return fixed_terms(model, batch, cfg, reference)  # the reference logps given: precomputed
-
-        @partial(mx.compile, inputs=state, outputs=state)
+        @compiled
         def micro(batch: Batch, fixed: dict[str, mx.array], previous: Any,
                   scale: float) -> tuple[mx.array, dict[str, mx.array], Any]:
             (loss, aux), grads = loss_and_grad(model, batch, fixed)
             grads = tree_map(lambda g: g * scale, grads)
             return loss, aux, grads if previous is None else tree_map(mx.add, grads, previous)
 
-        @partial(mx.compile, inputs=state, outputs=state)
+        @compiled
         def update(grads: Any) -> mx.array:
             clipped, norm = optim.clip_grad_norm(grads, max_grad_norm)
             optimizer.update(model, clipped)
             return norm
 
-        self.reference, self.policy_kl, self.micro, self.update = reference, policy_kl, micro, update
+        self.micro, self.update = micro, update
+
+    def fixed(self, batch: Batch, reference: dict[str, mx.array] | None) -> dict[str, mx.array]:
+        """The micro-batch's gradient-free terms (kto.fixed_terms): evaluated here, or on the CPU left to evaluate
+        with the gradient pass, the reference pass on the second stream (the class says why). The CPU's KL pass is
+        unchunked with precomputed references too: a chunked pass draws a LoRA dropout mask per chunk, and a job
+        must draw the same masks with the option on as off."""
+        if self.side is not None:
+            if reference is None:
+                with mx.stream(self.side):
+                    reference = self.reference_apart(batch)
+            return self.policy_kl_apart(batch, reference)
+        fixed = self.reference(batch) if reference is None else self.policy_kl(batch, reference)
+        mx.eval(fixed)
+        return fixed
 
     def __call__(self, batches: list[Batch], lr: float,
                  references: list[dict[str, mx.array]] | None = None) -> tuple[float, list[dict[str, float]]]:
@@ -202,8 +227,7 @@ class CompiledStep:
         self.optimizer.learning_rate = lr
         grads, sums = None, []
         for i, batch in enumerate(map(bucketed, batches)):
-            fixed = self.reference(batch) if references is None else self.policy_kl(batch, references[i])
-            mx.eval(fixed)
+            fixed = self.fixed(batch, None if references is None else references[i])
             loss, aux, grads = self.micro(batch, fixed, grads, 1.0 / len(batches))
             mx.eval(loss, aux, grads)
             sums.append((loss, aux))

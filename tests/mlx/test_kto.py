@@ -198,3 +198,61 @@ def test_chunked_gradient_free_forward_is_the_one_call_forward(tiny_model_dir, w
     expected, _ = token_logps(mx.array(one_call), ids, positions)
     np.testing.assert_allclose(np.array(sequence_logps(model, ids, positions)),
                                np.array(per_row(expected, positions, 3)), rtol=1e-5, atol=1e-4)
+
+
+def test_cpu_streams_step_is_the_sequential_step(tiny_model_dir, monkeypatch) -> None:
+    """On the CPU the step runs its reference pass on a second stream, unchunked, while the first stream runs the
+    policy's KL pass and the gradient pass (CompiledStep, streams): the same metrics, gradient norms and adapter
+    weights as the sequential, unchunked step Metal runs, over steps of two micro-batches, LoRA dropout on (the
+    same masks: the random state is drawn in the same order; a chunked pass would draw a mask per chunk)."""
+    import mlx.core as mx
+    import mlx_lm
+    from mlx.utils import tree_flatten
+
+    from ktoforge.schemas import LoraSettings
+    from ktoforge_mlx.kto import KTOSettings
+    from ktoforge_mlx.lora import add_lora, lora_parameters
+    from ktoforge_mlx.trainer import CompiledStep, Plan, make_optimizer
+
+    mx.random.seed(5)
+    ids = mx.random.randint(3, 500, (4, 2, 70))
+    completion = mx.array([[0] * 12 + [1] * 58, [0] * 20 + [1] * 40 + [0] * 10])
+    batches = [{"input_ids": ids[i], "completion_mask": completion, "KL_input_ids": mx.roll(ids[i], 1, 0),
+                "KL_completion_mask": mx.roll(completion, 1, 0), "label": mx.array([True, i % 2 == 0])}
+               for i in range(4)]
+
+    def train(streams: bool) -> tuple[list, dict]:
+        model, _ = mlx_lm.load(str(tiny_model_dir))
+        mx.random.seed(0)
+        add_lora(model, lora_parameters(model, LoraSettings(r=4, lora_alpha=8, lora_dropout=0.1)))
+        model.train()
+        step = CompiledStep(model, make_optimizer(Plan.of(4, 2, 1, 2, learning_rate=1e-3)), KTOSettings(), 1.0,
+                            streams=streams)
+        assert (step.side is not None) == streams
+        logs = [step(batches[i:i + 2], 1e-3) for i in (0, 2)]
+        return logs, dict(tree_flatten(model.trainable_parameters()))
+
+    two_logs, two_params = train(True)
+    monkeypatch.setattr("ktoforge_mlx.kto.gradient_free_chunk", lambda: None)  # Metal's passes: one call each
+    seq_logs, seq_params = train(False)
+    assert seq_logs[1][1][0]["kl"] > 0  # the KL term, computed apart on the second stream path, is in play
+    for (seq_norm, seq_metrics), (two_norm, two_metrics) in zip(seq_logs, two_logs, strict=True):
+        assert two_norm == pytest.approx(seq_norm, rel=1e-5)
+        for seq, two in zip(seq_metrics, two_metrics, strict=True):
+            assert two == pytest.approx(seq, rel=1e-5, abs=1e-6)
+    for name, value in seq_params.items():
+        np.testing.assert_allclose(np.array(two_params[name]), np.array(value), rtol=1e-5, atol=1e-7)
+
+
+def test_step_uses_two_streams_on_the_cpu_only(tiny_model_dir) -> None:
+    """streams defaults to where MLX computes: the CPU (as the tests run) gets the second stream."""
+    import mlx.core as mx
+    import mlx_lm
+
+    from ktoforge_mlx.kto import KTOSettings
+    from ktoforge_mlx.trainer import CompiledStep, Plan, make_optimizer
+
+    model, _ = mlx_lm.load(str(tiny_model_dir))
+    assert mx.default_device().type == mx.cpu
+    step = CompiledStep(model, make_optimizer(Plan.of(1, 1, 1, 1, learning_rate=1e-3)), KTOSettings(), 1.0)
+    assert step.side is not None and step.side.device == mx.cpu
