@@ -3,19 +3,22 @@
 Prints one ``name value`` line per measure: mlx_kto_over_sft_ratio, torch_kto_over_sft_ratio,
 mlx_torch_step_ratio (the first over the second: KTO's relative cost in MLX against TRL's; goal <= 0.8),
 mlx_over_torch_step_ratio (KTO step time, MLX / torch), mlx_kto_step_s and mlx_kto_step_uncompiled_s (our
-step compiled, as the trainer runs it, and as it ran before), mlx_kto_gradient_free_share (the share of our
-step that its three gradient-free forwards take: reference on the batch and on the KL batch, policy on the KL
-batch; what dominates the step), mlx_kto_tokens_per_s, torch_kto_tokens_per_s; then the same ratios with the
-job option precompute_ref_log_probs on both sides (TRL's precomputed batch; ours, precompute_references):
-mlx_precomputed_kto_over_sft_ratio, torch_precomputed_kto_over_sft_ratio, mlx_torch_precomputed_step_ratio,
-and mlx_precompute_ref_step_ratio (our step with the option on over off: precompute_ref.py's figure, on MLX).
+step compiled, as the trainer runs it, and as it ran before), mlx_kto_gradient_free_share (its three
+gradient-free forwards, reference on the batch and on the KL batch, policy on the KL batch, run one after the
+other as Metal runs them, over our step: what they cost alone; on the CPU the step runs them beside its gradient
+pass, on two streams, so this can pass what they add), mlx_kto_tokens_per_s, torch_kto_tokens_per_s; then the
+same ratios with the job option precompute_ref_log_probs on both sides (TRL's precomputed batch; ours,
+precompute_references): mlx_precomputed_kto_over_sft_ratio, torch_precomputed_kto_over_sft_ratio,
+mlx_torch_precomputed_step_ratio, and mlx_precompute_ref_step_ratio (our step with the option on over off:
+precompute_ref.py's figure, on MLX).
 Last, the floor of each ratio: mlx_kto_floor_ratio and torch_kto_floor_ratio, 1 + 3 x (a plain gradient-free
 forward of the batch) / (the SFT step). KTO as TRL defines it runs three gradient-free forwards besides a
 gradient pass like SFT's (the reference on the batch and on the KL batch, the policy on the KL batch): run as
 plain forwards, as TRL runs them, they put the KTO step at its floor. mlx_torch_floor_ratio (the first floor
 over the second) is the mlx_torch_step_ratio that plain forwards on both sides would give; mlx_kto_over_floor
 and torch_kto_over_floor say where each KTO step sits against its own floor (below 1: forwards cheaper than
-plain ones, as ours are, with the LM head on the completion positions only and the attention chunked on the CPU).
+plain ones, as ours are, with the LM head on the completion positions only, or run beside the gradient pass, as
+ours are on the CPU: ktoforge_mlx.trainer.CompiledStep).
 A step is forward + backward + AdamW update. The backends take turns, round after round, each turn warmed up first,
 and the median of each step is taken (median_times). The MLX SFT step is compiled as mlx-lm's trainer compiles it.
 Run: .venv/bin/python bench/mlx_vs_torch.py [--rows 4] [--rounds 5] [--steps 3]
