@@ -165,7 +165,7 @@ class CompiledStep:
     On the CPU (``streams``, by default where MLX computes on the CPU) the reference pass runs on a second stream,
     each stream a thread of its own, while the first runs the policy's KL pass and the gradient pass's forward;
     the backward starts once the reference logps are in. MLX's CPU matmul uses one core, so the step's passes
-    otherwise leave the other idle: measured on the bench's batch (bench/RESULTS.md, stop 25), the step 28-31 %
+    otherwise leave the other idle: measured on the bench's batch (bench/RESULTS.md, stop 25), the step 14-30 %
     shorter at its minimum. Both passes run unchunked there: chunks (kto.chunked_forward) make many small
     operations, which the two threads do not overlap (1.2 cores busy, against 1.5).
 
