@@ -106,10 +106,15 @@ def split_head(model: nn.Module) -> tuple[Forward, Forward] | None:
 CPU_CHUNK = 32  # tokens a chunk of a gradient-free forward on the CPU: the bucketed widths' multiple, no ragged chunk
 
 
+def computes_on_cpu() -> bool:
+    """Whether MLX computes on the CPU (Linux's mlx[cpu]): what the CPU's own paths (chunks, two streams) key on."""
+    return mx.default_device().type == mx.cpu
+
+
 def gradient_free_chunk() -> int | None:
     """The chunk length of the gradient-free forwards: CPU_CHUNK when MLX computes on the CPU, None (one call) on
     the GPU, whose fused attention kernel already skips the key blocks a causal mask hides."""
-    return CPU_CHUNK if mx.default_device().type == mx.cpu else None
+    return CPU_CHUNK if computes_on_cpu() else None
 
 
 def chunked_forward(forward: Callable[..., mx.array], model: nn.Module, input_ids: mx.array,

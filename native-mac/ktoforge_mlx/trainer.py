@@ -25,8 +25,8 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from ktoforge_mlx.kto import (Batch, KTOSettings, average_metrics, batch_metrics, fixed_terms, kto_loss,
-                              lora_layers, reference_logps, with_positions)
+from ktoforge_mlx.kto import (Batch, KTOSettings, average_metrics, batch_metrics, computes_on_cpu, fixed_terms,
+                              kto_loss, lora_layers, reference_logps, with_positions)
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -180,8 +180,7 @@ class CompiledStep:
             optimizer.init(model.trainable_parameters())
         state = [model.state, optimizer.state, mx.random.state]
         compiled = partial(mx.compile, inputs=state, outputs=state)
-        cpu = mx.default_device().type == mx.cpu
-        self.side = mx.new_stream(mx.cpu) if (cpu if streams is None else streams) else None
+        self.side = mx.new_stream(mx.cpu) if (computes_on_cpu() if streams is None else streams) else None
         # no gradient flows through the fixed terms (stop_gradient in kto_loss)
         self.reference = compiled(lambda batch: fixed_terms(model, batch, cfg))
         self.policy_kl = compiled(lambda batch, reference: fixed_terms(model, batch, cfg, reference))  # precomputed
