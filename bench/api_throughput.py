@@ -5,7 +5,9 @@ One uvicorn process (as local mode and compose run it) pinned to core 0, wrk pin
 would stay for the workers. The store holds 100 jobs; every request carries the API key. Each endpoint is
 loaded --repeats times for --seconds; the figures are the medians (a p99 over a few seconds moves with
 whatever else the machine runs). Prints `api_rps` and `api_p99_ms` for GET /v1/jobs/{id}, and
-api_list_rps / api_list_p99_ms for GET /v1/jobs. bench/profile_api.py shows where the time goes.
+api_list_rps / api_list_p99_ms for GET /v1/jobs, and api_list_redis_core_share: the CPU time Redis spent over
+the wall time of that load (its warm-up included), the share of a core that serving the pages took from the
+machine outside the API's process. bench/profile_api.py shows where the time goes.
 Run: .venv/bin/python bench/api_throughput.py [--seconds 6] [--repeats 3]
 """
 
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
+import redis
 from harness import emit, median
 
 from ktoforge.jobs import JobStore
@@ -65,6 +68,12 @@ def wrk(url: str, seconds: int, repeats: int = 1) -> tuple[float, float]:
     return median([r for r, _ in runs]), median([p for _, p in runs])
 
 
+def redis_cpu_seconds(redis_url: str) -> float:
+    """The CPU time (user and system) the Redis server has used since it started, as its INFO reports it."""
+    cpu = redis.Redis.from_url(redis_url).info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
 def stored_jobs(redis_url: str, count: int = 100) -> str:
     """``count`` queued jobs in the store; the id of the last."""
     store = JobStore.from_url(redis_url)
@@ -85,7 +94,9 @@ def main() -> None:
         proc, url = start_api(server.url, Path(tmp) / "data")
         try:
             rps, p99 = wrk(f"{url}/v1/jobs/{job_id}", args.seconds, args.repeats)
+            redis_cpu, start = redis_cpu_seconds(server.url), time.monotonic()
             list_rps, list_p99 = wrk(f"{url}/v1/jobs", args.seconds, args.repeats)
+            redis_share = (redis_cpu_seconds(server.url) - redis_cpu) / (time.monotonic() - start)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -94,6 +105,7 @@ def main() -> None:
     emit("api_p99_ms", p99, ".1f")
     emit("api_list_rps", list_rps, ".0f")
     emit("api_list_p99_ms", list_p99, ".1f")
+    emit("api_list_redis_core_share", redis_share, ".3f")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ api_list_after.txt). A record's answer depends on its stored text alone (and thi
 kept, keyed by that text: a record that changed is a new key, parsed once, and a page of unchanged records is
 joined from kept answers. Exact: the page is the text ``JobPage.model_dump_json`` writes (the same item texts,
 joined by its separators; tests/shared/test_job_json.py compares them), and a filtered page leaves out a record
-that is no longer of the status, as ``JobStore.list`` does. ``GET /v1/jobs/{id}`` answers from the same kept
+that is not of the status, as ``JobStore.list`` does. ``GET /v1/jobs/{id}`` answers from the same kept
 answers (``JobReader.get_json``): 968 -> 1,344 requests/s with auth's settings dependency gone too
 (bench/profiles/api_2aed219.txt, api_kept_answer.txt; a slower machine than the figures above).
 """
@@ -44,6 +44,6 @@ class JobAnswers:
 
     def page(self, raws: list[str | None], status: JobStatus | None, total: int, offset: int, limit: int) -> str:
         """``JobPage(items=..., total=..., offset=..., limit=...).model_dump_json()`` of these records, less those
-        deleted (None) or, filtered, no longer of ``status`` since the index was read."""
+        deleted (None) or, filtered, not of ``status`` (as ``JobStore.list`` leaves them out)."""
         items = [text for s, text in map(self.answer, filter(None, raws)) if status is None or s == status]
         return f'{{"items":[{",".join(items)}],"total":{total},"offset":{offset},"limit":{limit}}}'

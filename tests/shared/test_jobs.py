@@ -151,3 +151,38 @@ def test_reader_on_an_event_loop_reads_what_the_store_wrote(store, kf_env):
 
     asyncio.run(read())
     assert store.list(JobStatus.running, 0, 10)[0][0].id == jobs[1].id
+
+
+def test_the_job_store_runs_as_compose_worker_user(store, redis_server):
+    """Every read and write of the store, as a user with the ACL rules compose gives ``worker`` (read from
+    docker-compose.yml): a command the store starts to use that the ACL denies (SORT_RO is @dangerous) fails
+    here, without Docker."""
+    import asyncio
+    import re
+
+    from ktoforge.jobs import JobReader
+    from tests.conftest import ROOT
+
+    compose = (ROOT / "docker-compose.yml").read_text()
+    rules = re.search(r"user worker on >\$\$KTOFORGE_REDIS_WORKER_PASSWORD (.+)", compose).group(1).split()
+    assert "-@dangerous" in rules
+    store.r.acl_setuser("compose-worker", enabled=True, reset=True, passwords=["+acl-test-pass"])
+    store.r.execute_command("ACL", "SETUSER", "compose-worker", *rules)
+    url = f"redis://compose-worker:acl-test-pass@127.0.0.1:{redis_server.port}/0"
+    worker = JobStore.from_url(url)
+    jobs = [worker.create(SPEC)[0] for _ in range(3)]
+    worker.transition(jobs[0].id, JobStatus.running)
+    worker.add_event(jobs[0].id, "log", {"message": "hello"})
+    assert [j.id for j in worker.list(None, 0, 2)[0]] == [jobs[2].id, jobs[1].id]
+    assert worker.list(JobStatus.running, 0, 10) == ([worker.get(jobs[0].id)], 1)
+    assert worker.count(JobStatus.queued) == 2 and len(worker.events(jobs[0].id, None, 10)) == 3
+
+    async def page() -> str:
+        reader = JobReader.from_url(url)
+        try:
+            return await reader.page_json(JobStatus.queued, 0, 10)
+        finally:
+            await reader.r.aclose()
+
+    items, total = worker.list(JobStatus.queued, 0, 10)
+    assert asyncio.run(page()) == JobPage(items=items, total=total, offset=0, limit=10).model_dump_json()

@@ -100,7 +100,7 @@ def test_each_service_gets_only_its_variables_and_no_password_on_a_command_line(
         assert environment(s[name])["KTOFORGE_REDIS_URL"].startswith("redis://worker:${KTOFORGE_REDIS_WORKER_PASSWORD:?")
     redis = " ".join(s["redis"]["command"])
     assert "${" not in redis, "a compose-time ${...} in redis's command puts the value on its command line"
-    assert "user worker on >$$KTOFORGE_REDIS_WORKER_PASSWORD" in redis and "-@admin -@dangerous" in redis
+    assert "user worker on >$$KTOFORGE_REDIS_WORKER_PASSWORD" in redis and "-@admin -@dangerous +sort_ro\n" in redis
     api = environment(s["api"])
     assert api["KTOFORGE_API_KEY"].startswith("${KTOFORGE_API_KEY:?")
     assert api["KTOFORGE_WORKER_TOKEN"].startswith("${KTOFORGE_WORKER_TOKEN:?")

@@ -38,7 +38,7 @@ SMALL = {"max_steps": 3, "per_device_train_batch_size": 2, "gradient_accumulatio
 ADMIN_COMMANDS = [("CONFIG", "GET", "maxmemory"), ("CONFIG", "SET", "maxmemory-policy", "allkeys-lru"), ("FLUSHALL",),
                   ("FLUSHDB",), ("ACL", "LIST"), ("ACL", "SETUSER", "worker", "+@all"), ("SHUTDOWN", "NOSAVE"),
                   ("KEYS", "*"), ("SAVE",), ("BGREWRITEAOF",), ("REPLICAOF", "127.0.0.1", "1"), ("CLIENT", "KILL",
-                  "ID", "1"), ("SWAPDB", "0", "1"), ("MONITOR",)]
+                  "ID", "1"), ("SWAPDB", "0", "1"), ("MONITOR",), ("SORT", "kf:jobs", "STORE", "kf:acl-probe")]
 SUMMARY: dict[str, object] = {}
 
 
@@ -129,6 +129,8 @@ def test_worker_acl_user_gets_noperm_for_admin_commands(project: ComposeProject,
     with pytest.raises(redis.exceptions.ResponseError, match="DEBUG command not allowed"):
         worker.execute_command("DEBUG", "SLEEP", "0")  # Redis 7 turns DEBUG off for every user, before any ACL
     assert worker.set("ktoforge:acl-probe", "1") and worker.delete("ktoforge:acl-probe") == 1
+    page = ("SORT_RO", "kf:jobs", "BY", "nosort", "LIMIT", "0", "50", "GET", "kf:job:*", "DESC")  # a page of jobs
+    assert isinstance(worker.execute_command(*page), list)
     admin = redis_as(env, None, env["KTOFORGE_REDIS_PASSWORD"])
     assert admin.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
     assert "worker" in admin.acl_users()
@@ -201,6 +203,8 @@ def test_outside_worker_trains_a_job_submitted_to_the_containerized_api(
         elapsed = time.monotonic() - started
         log = (tmp_path / "outside" / "worker.log").read_text(errors="replace")
         assert job["status"] == "succeeded", f"{job}\n{log[-4000:]}"
+        listed = api.get("/v1/jobs", params={"status": "succeeded"})  # the page, read as compose's worker user
+        assert listed.status_code == 200 and job["id"] in [j["id"] for j in listed.json()["items"]], listed.text
         adapter = api.get(f"/v1/jobs/{job['id']}/artifacts/adapter_model.safetensors")
         assert adapter.status_code == 200 and len(adapter.content) > 1000, adapter.status_code
         (tmp_path / "adapter_model.safetensors").write_bytes(adapter.content)
