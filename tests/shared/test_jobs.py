@@ -186,3 +186,20 @@ def test_the_job_store_runs_as_compose_worker_user(store, redis_server):
 
     items, total = worker.list(JobStatus.queued, 0, 10)
     assert asyncio.run(page()) == JobPage(items=items, total=total, offset=0, limit=10).model_dump_json()
+
+
+def test_a_page_is_the_index_read_newest_first_ties_and_gaps_included(store):
+    """JobStore.list and JobReader.page_json share their commands (SORT_RO ... BY nosort ... DESC), so this checks
+    them against ZREVRANGE of the index: the same jobs in the same order at every offset, equal creation times
+    (ties, ordered by id as ZREVRANGE orders them) and a deleted record (left out) included."""
+    from ktoforge.jobs import _key
+
+    jobs = [store.create(SPEC)[0] for _ in range(7)]
+    store.r.zadd(_key("jobs"), {j.id: 1000.0 for j in jobs[2:6]})  # four jobs created at the same instant
+    store.r.delete(_key("job", jobs[3].id))
+    index = store.r.zrevrange(_key("jobs"), 0, -1)
+    assert len(index) == 7
+    for offset, limit in [(0, 7), (0, 3), (2, 3), (4, 2), (6, 5), (7, 1)]:
+        items, total = store.list(None, offset, limit)
+        assert total == 7
+        assert [j.id for j in items] == [i for i in index[offset:offset + limit] if i != jobs[3].id]
