@@ -70,7 +70,8 @@ def wrk(url: str, seconds: int, repeats: int = 1) -> tuple[float, float]:
 
 def redis_cpu_seconds(redis_url: str) -> float:
     """The CPU time (user and system) the Redis server has used since it started, as its INFO reports it."""
-    cpu = redis.Redis.from_url(redis_url).info("cpu")
+    with redis.Redis.from_url(redis_url) as client:
+        cpu = client.info("cpu")
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
 

@@ -128,7 +128,8 @@ def _page_commands(pipe: Any, status: JobStatus | None, offset: int, limit: int)
     created or deleted between them makes the total differ from the page by one.
 
     SORT and SORT_RO are in Redis's @dangerous category, which compose's ``worker`` user is denied; its ACL gives
-    back SORT_RO alone (read-only). redis-py's ``sort_ro`` sends SORT: hence the command by name.
+    back SORT_RO alone (read-only). redis-py's ``sort_ro`` sends SORT: hence the command by name. A GET pattern
+    reads keys a Redis cluster could not route; KTO Forge's Redis is one server, never a cluster.
     """
     index = _page_index(status)
     pipe.execute_command("SORT_RO", index, "BY", "nosort", "LIMIT", offset, limit, "GET", _key("job", "*"), "DESC")
