@@ -183,12 +183,12 @@ class CompiledStep:
         self.side = mx.new_stream(mx.cpu) if (computes_on_cpu() if streams is None else streams) else None
         # no gradient flows through the fixed terms (stop_gradient in kto_loss)
         self.reference = compiled(lambda batch: fixed_terms(model, batch, cfg))
-        self.policy_kl = compiled(lambda batch, reference: fixed_terms(model, batch, cfg, reference))  # precomputed
-        # the CPU's two streams: the reference logps alone (the model's state only read), then the KL term
+        # the KL term, the reference logps given (precomputed, or from the second stream): unchunked with streams
+        chunked = self.side is None
+        self.policy_kl = compiled(lambda batch, reference: fixed_terms(model, batch, cfg, reference, chunked))
+        # the second stream's pass: the reference logps alone (the model's state only read)
         self.reference_apart = mx.compile(lambda batch: reference_logps(model, batch, cfg, chunked=False),
                                           inputs=[model.state])
-        self.policy_kl_apart = compiled(lambda batch, reference: fixed_terms(model, batch, cfg, reference,
-                                                                             chunked=False))
 
         @compiled
         def micro(batch: Batch, fixed: dict[str, mx.array], previous: Any,
@@ -214,7 +214,7 @@ class CompiledStep:
             if reference is None:
                 with mx.stream(self.side):
                     reference = self.reference_apart(batch)
-            return self.policy_kl_apart(batch, reference)
+            return self.policy_kl(batch, reference)
         fixed = self.reference(batch) if reference is None else self.policy_kl(batch, reference)
         mx.eval(fixed)
         return fixed
